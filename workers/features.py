@@ -9,8 +9,10 @@ import importlib.util
 import io
 import json
 import os
+import pickle
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workers.data import ImageDataset, DatasetError, read_uri_bytes, split_dataset
+from workers.data import DatasetError, ImageDataset, read_uri_bytes, split_dataset
 
 INCEPTION_SIZE = 299
 CLASSIFIER_VERSION = 1
@@ -69,6 +71,7 @@ class InceptionFeatures:
     """
 
     dim = 2048
+    max_batch = 64
 
     def __init__(self, module: torch.jit.ScriptModule, *, name: str, device: str) -> None:
         self.module = module.to(device).eval()
@@ -92,10 +95,18 @@ class InceptionFeatures:
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
-        feats = self.module(self.preprocess(images))
-        if feats.ndim > 2:
-            feats = feats.flatten(2).mean(dim=2)
-        return feats.reshape(images.shape[0], self.dim).float().cpu()
+        out = []
+        # 299x299 activations cost ~30 MB per image: bound memory whatever batch comes in.
+        for chunk in images.split(self.max_batch):
+            feats = self.module(self.preprocess(chunk))
+            if feats.ndim > 2:
+                feats = feats.flatten(2).mean(dim=2)
+            if feats.shape != (chunk.shape[0], self.dim):
+                raise FeatureNetError(
+                    f"{self.name}: expected features [B, {self.dim}]; got {tuple(feats.shape)}"
+                )
+            out.append(feats.float().cpu())
+        return torch.cat(out)
 
 
 def default_inception_path() -> Path:
@@ -124,7 +135,10 @@ def load_inception(uri: str | None = None, *, device: str = "cpu") -> FeatureNet
         name = f"inception-v3-pool3({uri})"
         path = None
     try:
-        module = torch.jit.load(io.BytesIO(raw), map_location="cpu")
+        with warnings.catch_warnings():
+            # torch 2.13 deprecates TorchScript; the shipped Inception exists only in that form.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(io.BytesIO(raw), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         where = uri if uri is not None else str(path)
         raise FeatureNetError(
@@ -147,12 +161,14 @@ class SmallClassifier(nn.Module):
         layers: list[nn.Module] = []
         size, ch = image_size, in_channels
         for out_ch in (width, 2 * width):
-            layers += [nn.Conv2d(ch, out_ch, 3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
+                       nn.ReLU()]
             if size >= 8:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
             ch = out_ch
-        layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(ch * 16, feature_dim), nn.ReLU()]
+        layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(ch * 16, feature_dim)]
+        layers.append(nn.ReLU())
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(feature_dim, num_classes)
 
@@ -207,7 +223,8 @@ def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: str) -> 
 
 
 def train_classifier(dataset: ImageDataset, *, device: str = "cpu", seed: int = 0,
-                     epochs: int = 8, batch_size: int = 64, lr: float = 2e-3
+                     epochs: int = 15, batch_size: int = 128, lr: float = 3e-3,
+                     width: int = 32
                      ) -> tuple[SmallClassifier, dict[str, Any]]:
     """Train on 90% of the labelled dataset; report accuracy on the other 10%."""
     if dataset.labels is None or dataset.num_classes is None:
@@ -218,7 +235,7 @@ def train_classifier(dataset: ImageDataset, *, device: str = "cpu", seed: int = 
     config: dict[str, Any] = {
         "version": CLASSIFIER_VERSION, "digest": dataset.digest, "uri": dataset.uri,
         "in_channels": dataset.num_channels, "image_size": dataset.image_size,
-        "num_classes": dataset.num_classes, "width": 32, "feature_dim": 128, "seed": seed,
+        "num_classes": dataset.num_classes, "width": width, "feature_dim": 128, "seed": seed,
         "epochs": epochs, "batch_size": batch_size, "lr": lr,
     }
     gen = torch.Generator().manual_seed(seed)
@@ -226,11 +243,7 @@ def train_classifier(dataset: ImageDataset, *, device: str = "cpu", seed: int = 
     # Initialisation draws from the global RNG: fork it so callers' RNG state is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SmallClassifier(
-            in_channels=config["in_channels"], image_size=config["image_size"],
-            num_classes=config["num_classes"], width=config["width"],
-            feature_dim=config["feature_dim"],
-        ).to(device)
+        model = _build(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = -(-len(train) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -264,19 +277,29 @@ def _save_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def _load_cached(path: Path, dataset: ImageDataset) -> tuple[SmallClassifier, dict[str, Any]] | None:
-    if not path.is_file():
-        return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    config: dict[str, Any] = json.loads(payload["config_json"])
-    if config.get("version") != CLASSIFIER_VERSION or config.get("digest") != dataset.digest:
-        return None
-    model = SmallClassifier(
+def _build(config: dict[str, Any]) -> SmallClassifier:
+    return SmallClassifier(
         in_channels=config["in_channels"], image_size=config["image_size"],
         num_classes=config["num_classes"], width=config["width"],
         feature_dim=config["feature_dim"],
     )
-    model.load_state_dict(payload["state_dict"])
+
+
+def _load_cached(
+    path: Path, dataset: ImageDataset
+) -> tuple[SmallClassifier, dict[str, Any]] | None:
+    """The cached classifier, or None when absent or unusable (then it is retrained)."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        config: dict[str, Any] = json.loads(payload["config_json"])
+        if config.get("version") != CLASSIFIER_VERSION or config.get("digest") != dataset.digest:
+            return None
+        model = _build(config)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError):
+        return None
     return model, config
 
 

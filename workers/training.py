@@ -59,7 +59,7 @@ def run_updates(
     for i in range(updates):
         loss = loss_fn(i)
         if not torch.isfinite(loss):
-            raise DivergedError(what=what, update=i + 1, loss=float(loss))
+            raise DivergedError(what=what, update=i + 1, loss=float(loss.detach()))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, grad_clip)

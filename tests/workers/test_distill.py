@@ -84,7 +84,10 @@ def test_student_equal_to_two_step_teacher_has_zero_loss(output, weighting):
         diffusion=DiffusionConfig(output=output, weighting=weighting),
     )
     exact = distillation_loss(
-        TwoStepStudent(teacher, 4, output), teacher, generator=torch.Generator().manual_seed(3), **kw
+        TwoStepStudent(teacher, 4, output),
+        teacher,
+        generator=torch.Generator().manual_seed(3),
+        **kw,
     )
     assert exact.item() < 1e-16
     other = distillation_loss(

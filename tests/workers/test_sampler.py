@@ -25,7 +25,9 @@ def test_step_grid_is_the_papers():
 
 
 def test_ddim_with_analytic_denoiser_approaches_data_distribution():
-    noise = torch.randn(5000, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = torch.randn(
+        5000, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     errors = []
     for n in (1, 4, 16, 128):
         x = ddim_sample(GaussianDenoiser(), noise=noise, num_steps=n, output="x", clip_x=False)
@@ -36,7 +38,10 @@ def test_ddim_with_analytic_denoiser_approaches_data_distribution():
 
 
 def test_ddim_is_deterministic_and_clips_only_when_asked():
-    noise = torch.randn(16, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 10
+    noise = (
+        torch.randn(16, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        * 10
+    )
     a = ddim_sample(GaussianDenoiser(), noise=noise, num_steps=8, output="x", clip_x=True)
     b = ddim_sample(GaussianDenoiser(), noise=noise, num_steps=8, output="x", clip_x=True)
     assert torch.equal(a, b)

@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 
@@ -14,7 +13,6 @@ from workers.schedule import (
     predict_x_from_v,
     t_from_logsnr,
 )
-
 
 
 def _xel(batch=8, logsnr_range=8.0, seed=0):
@@ -86,7 +84,8 @@ def test_weightings_analytic():
     assert torch.allclose(weighted_loss(**kw, weighting="constant"), x_mse)
     # ε error = −(α/σ)·x error, so truncated SNR weights the x error by max(SNR, 1) ...
     assert torch.allclose(
-        weighted_loss(**kw, weighting="truncated_snr"), torch.maximum(snr, torch.ones_like(snr)) * x_mse
+        weighted_loss(**kw, weighting="truncated_snr"),
+        torch.maximum(snr, torch.ones_like(snr)) * x_mse,
     )
     # ... and SNR+1 (the v loss) by SNR + 1.
     assert torch.allclose(weighted_loss(**kw, weighting="snr_plus_one"), (snr + 1) * x_mse)

@@ -1,0 +1,86 @@
+"""The `pdistill` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.progress import RichProgress
+from orchestrator.local import RunError, run_local
+from orchestrator.spec import SpecError, load_spec
+from workers.checkpoint import CheckpointError
+from workers.data import DatasetError
+from workers.features import FeatureNetError
+
+app = typer.Typer(help="Progressive distillation of diffusion models.", no_args_is_help=True)
+console = Console()
+DEFAULT_CACHE = Path.home() / ".cache" / "pdistill"
+
+
+@app.callback()
+def _root() -> None:
+    """pdistill: distil a many-step diffusion teacher into a few-step student."""
+
+
+def round_table(report: dict[str, Any]) -> Table:
+    t = report["teacher"]
+    table = Table(
+        title=f"{report['dataset']}: FID "
+        f"({report['fid_features']}, {report['fid_samples']} samples)"
+    )
+    for col in ("round", "steps", "distilled FID", "DDIM FID", "train s", "final loss"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        "teacher",
+        str(t["steps"]),
+        f"{t['fid']:.2f}",
+        f"{t['fid']:.2f}",
+        f"{t['train_seconds']:.0f}",
+        f"{t['final_loss']:.4g}",
+    )
+    for r in report["rounds"]:
+        table.add_row(
+            str(r["round"]),
+            str(r["steps"]),
+            f"{r['fid']:.2f}",
+            f"{r['ddim_fid']:.2f}",
+            f"{r['train_seconds']:.0f}",
+            f"{r['final_loss']:.4g}",
+        )
+    return table
+
+
+@app.command("local-run")
+def local_run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="campaign spec")],
+    out: Annotated[Path, typer.Option("--out", help="output directory (resumable)")],
+    cache_dir: Annotated[
+        Path, typer.Option(help="cache for feature networks and reference statistics")
+    ] = DEFAULT_CACHE,
+) -> None:
+    """Run a whole campaign in this process (no Ray): teacher, every halving round, evaluation."""
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from exc
+    try:
+        with RichProgress(console) as progress:
+            report = run_local(spec, out=out, cache_dir=cache_dir, progress=progress)
+    except (RunError, DatasetError, CheckpointError, FeatureNetError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(round_table(report))
+    console.print(f"report: {out / 'report.json'}   plot: {out / 'fid_vs_steps.png'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

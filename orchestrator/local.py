@@ -1,0 +1,265 @@
+"""`pdistill local-run`: a whole campaign in one process, no Ray — and the bare baseline.
+
+Every finished stage (teacher, each round) leaves its checkpoint and a small JSON record in the
+output directory; running the same spec into the same directory again skips finished stages,
+so a crash or a failed round loses nothing that was done before it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from workers.fid import FeatureStats, reference_stats
+
+from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
+from orchestrator.spec import CampaignSpec, plan_rounds
+from workers.checkpoint import load_checkpoint, save_checkpoint, write_atomic
+from workers.config import DiffusionConfig, DistillConfig, TeacherTrainConfig
+from workers.data import ImageDataset, load_dataset
+from workers.distill import distill_round
+from workers.evaluate import Evaluation, eval_noise, evaluate
+from workers.features import FeatureNet, load_classifier_features, load_inception
+from workers.images import save_samples
+from workers.parameterization import output_channels
+from workers.teacher import train_teacher
+from workers.training import DivergedError, ProgressFn
+from workers.unet import UNet, UNetConfig, preset_config
+
+
+class RunError(RuntimeError):
+    """A campaign stage failed; earlier stages' checkpoints and records are kept."""
+
+
+class Progress(Protocol):
+    def task(self, description: str, total: int) -> ProgressFn: ...
+    def note(self, text: str) -> None: ...
+
+
+def unet_config(spec: CampaignSpec, dataset: ImageDataset) -> UNetConfig:
+    base = preset_config(
+        spec.model.preset,
+        image_size=dataset.image_size,
+        in_channels=dataset.num_channels,
+        out_channels=output_channels(
+            output=spec.diffusion.output, image_channels=dataset.num_channels
+        ),
+    )
+    return base.replace(**spec.model.overrides)
+
+
+def feature_net(spec: CampaignSpec, dataset: ImageDataset, cache_dir: Path) -> FeatureNet:
+    kind = spec.evaluation.features
+    if kind == "classifier":
+        return load_classifier_features(dataset, cache_dir=cache_dir, seed=spec.seed)
+    return load_inception(None if kind == "inception" else kind)
+
+
+class LocalRun:
+    """The stages of one campaign in `out`; each stage is skipped when its record exists."""
+
+    def __init__(self, spec: CampaignSpec, *, out: Path, cache_dir: Path, progress: Progress):
+        self.spec, self.out, self.cache_dir, self.progress = spec, out, cache_dir, progress
+        self.diffusion = DiffusionConfig(spec.diffusion.output, spec.diffusion.weighting)
+        self._claim_out_dir()
+        progress.note(f"loading dataset {spec.dataset}")
+        self.dataset = load_dataset(spec.dataset)
+        self.unet = unet_config(spec, self.dataset)
+        progress.note("feature network and reference statistics")
+        self.features = feature_net(spec, self.dataset, cache_dir)
+        self.reference: FeatureStats = reference_stats(
+            self.features, self.dataset, cache_dir=cache_dir
+        )
+        shape = (self.dataset.num_channels, self.dataset.image_size, self.dataset.image_size)
+        self.noise = eval_noise(count=spec.evaluation.samples, shape=shape, seed=spec.seed + 1)
+
+    def _claim_out_dir(self) -> None:
+        spec_path = self.out / "spec.json"
+        text = self.spec.model_dump_json(indent=2)
+        if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(text):
+            raise RunError(
+                f"{self.out} holds a different campaign (see {spec_path}); "
+                "resume only with the same spec, or choose another --out"
+            )
+        write_atomic(spec_path, text.encode())
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _config(self, role: str, steps: int, **extra: Any) -> dict[str, Any]:
+        return {
+            "role": role,
+            "steps": steps,
+            "unet": self.unet.to_dict() if role == "teacher" else self._student_unet().to_dict(),
+            "diffusion": {"output": self.diffusion.output, "weighting": self.diffusion.weighting},
+            "campaign": self.spec.name,
+            "spec": self.spec.model_dump(mode="json"),
+            **extra,
+        }
+
+    def _student_unet(self) -> UNetConfig:
+        return self.unet.replace(dropout=0.0)
+
+    def _load(self, uri: str) -> nn.Module:
+        state, config = load_checkpoint(uri)
+        cfg = UNetConfig.from_dict(config["unet"])
+        out = config.get("diffusion", {}).get("output")
+        if out != self.diffusion.output:
+            raise RunError(
+                f"{uri}: checkpoint predicts output {out!r} but diffusion.output is "
+                f"{self.diffusion.output!r}"
+            )
+        if (cfg.image_size, cfg.in_channels) != (self.unet.image_size, self.unet.in_channels):
+            raise RunError(
+                f"{uri}: checkpoint is for {cfg.in_channels}x{cfg.image_size}x{cfg.image_size} "
+                f"images, dataset {self.spec.dataset} has {self.unet.in_channels}x"
+                f"{self.unet.image_size}x{self.unet.image_size}"
+            )
+        net = UNet(cfg)
+        net.load_state_dict(state)
+        return net.eval()
+
+    def _evaluate(self, net: nn.Module, steps: int, name: str) -> Evaluation:
+        self.progress.note(f"evaluating {name} at {steps} steps ({len(self.noise)} samples)")
+        ev = evaluate(
+            net,
+            noise=self.noise,
+            num_steps=steps,
+            output=self.diffusion.output,
+            features=self.features,
+            reference=self.reference,
+            batch_size=self.spec.evaluation.batch_size,
+        )
+        save_samples(
+            ev.images,
+            npz_path=self.out / "samples" / f"{name}-{steps}.npz",
+            png_path=self.out / "samples" / f"{name}-{steps}.png",
+        )
+        return ev
+
+    # -- stages ------------------------------------------------------------------------------
+    def teacher(self) -> tuple[nn.Module, TeacherResult]:
+        record = StageRecord(self.out / "teacher.record.json")
+        ckpt = self.out / "teacher.safetensors"
+        start = self.spec.steps.start
+        if (done := record.read()) is not None:
+            self.progress.note(f"teacher: done before ({ckpt})")
+            return self._load(str(ckpt)), TeacherResult(**done)
+        if self.spec.teacher.checkpoint:
+            net, seconds, loss = self._load(self.spec.teacher.checkpoint), 0.0, float("nan")
+        else:
+            t = self.spec.teacher.train
+            cfg = TeacherTrainConfig(
+                updates=t.updates,
+                batch_size=t.batch_size,
+                lr=t.lr,
+                warmup_updates=t.warmup_updates,
+                ema_decay=t.ema_decay,
+                grad_clip=t.grad_clip,
+                seed=self.spec.seed,
+            )
+            torch.manual_seed(self.spec.seed)
+            on_progress = self.progress.task("teacher training", t.updates)
+            try:
+                net, result = train_teacher(
+                    UNet(self.unet),
+                    data=self.dataset.images,
+                    diffusion=self.diffusion,
+                    config=cfg,
+                    on_progress=on_progress,
+                )
+            except DivergedError as exc:
+                raise RunError(f"teacher: {exc}") from exc
+            seconds, loss = result.seconds, result.final_loss
+        save_checkpoint(ckpt, state_dict=net.state_dict(), config=self._config("teacher", start))
+        ev = self._evaluate(net, start, "teacher")
+        res = TeacherResult(
+            steps=start, fid=ev.fid, train_seconds=seconds, final_loss=loss, checkpoint=str(ckpt)
+        )
+        record.write(res)
+        return net, res
+
+    def round(
+        self, teacher: nn.Module, original: nn.Module, plan: Any
+    ) -> tuple[nn.Module, RoundResult]:
+        k, n = plan.round, plan.student_steps
+        rdir = self.out / f"round-{k}"
+        record = StageRecord(rdir / "record.json")
+        ckpt = rdir / "student.safetensors"
+        if (done := record.read()) is not None:
+            self.progress.note(f"round {k} ({plan.teacher_steps}→{n} steps): done before")
+            return self._load(str(ckpt)), RoundResult(**done)
+        student = UNet(self._student_unet())
+        student.load_state_dict(teacher.state_dict())
+        cfg = DistillConfig(
+            student_steps=n,
+            updates=plan.updates,
+            batch_size=self.spec.distill.batch_size,
+            lr=self.spec.distill.lr,
+            grad_clip=self.spec.distill.grad_clip,
+            seed=self.spec.seed + k,
+        )
+        on_progress = self.progress.task(
+            f"round {k}/{len(plan_rounds(self.spec))}: {plan.teacher_steps}→{n} steps", plan.updates
+        )
+        try:
+            result = distill_round(
+                teacher,
+                student,
+                data=self.dataset.images,
+                diffusion=self.diffusion,
+                config=cfg,
+                on_progress=on_progress,
+            )
+        except DivergedError as exc:
+            raise RunError(
+                f"round {k} ({plan.teacher_steps}→{n} steps): {exc}; "
+                f"earlier rounds are kept in {self.out}"
+            ) from exc
+        save_checkpoint(
+            ckpt, state_dict=student.state_dict(), config=self._config("student", n, round=k)
+        )
+        pd = self._evaluate(student, n, "distilled")
+        ddim = self._evaluate(original, n, "ddim")
+        res = RoundResult(
+            round=k,
+            steps=n,
+            fid=pd.fid,
+            ddim_fid=ddim.fid,
+            train_seconds=result.seconds,
+            final_loss=result.final_loss,
+            updates=plan.updates,
+            checkpoint=str(ckpt),
+            losses=result.losses,
+        )
+        record.write(res)
+        return student, res
+
+
+def run_local(
+    spec: CampaignSpec,
+    *,
+    out: Path,
+    cache_dir: Path,
+    progress: Progress,
+    on_round: Callable[[RoundResult], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the campaign into `out`; returns the report written to out/report.json."""
+    run = LocalRun(spec, out=out, cache_dir=cache_dir, progress=progress)
+    teacher, teacher_res = run.teacher()
+    current, rounds = teacher, []
+    for plan in plan_rounds(spec):
+        current, res = run.round(current, teacher, plan)
+        rounds.append(res)
+        if on_round is not None:
+            on_round(res)
+    return write_report(
+        out,
+        dataset=spec.dataset,
+        features=run.features.name,
+        samples=len(run.noise),
+        teacher=teacher_res,
+        rounds=rounds,
+    )

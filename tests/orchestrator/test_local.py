@@ -1,0 +1,150 @@
+"""`local-run` end to end on the 8x8 digits: a real (tiny) teacher, two rounds, evaluation."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from orchestrator.local import RunError, run_local
+from orchestrator.spec import parse_spec
+
+SPEC = {
+    "name": "tiny",
+    "dataset": "builtin:digits",
+    "model": {"preset": "digits-small"},
+    "teacher": {"train": {"updates": 60, "batch_size": 32, "warmup_updates": 5}},
+    "steps": {"start": 4, "target": 1},
+    "distill": {"updates": 10, "batch_size": 16},
+    "evaluation": {"samples": 64, "batch_size": 64},
+}
+
+
+class Quiet:
+    def __init__(self):
+        self.notes, self.tasks = [], []
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def task(self, description, total):
+        self.tasks.append(description)
+        return lambda done, total_, loss: None
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("run")
+    progress = Quiet()
+    report = run_local(parse_spec(SPEC), out=out, cache_dir=cache_dir, progress=progress)
+    return out, report, progress
+
+
+def test_report_has_every_round_and_artifacts(finished):
+    out, report, progress = finished
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    assert report["dataset"] == "builtin:digits"
+    assert report["fid_samples"] == 64 and report["fid_features"].startswith("classifier-")
+    assert report["teacher"]["steps"] == 4 and report["teacher"]["fid"] > 0
+    assert [(r["round"], r["steps"]) for r in report["rounds"]] == [(1, 2), (2, 1)]
+    for r in report["rounds"]:
+        assert {"fid", "ddim_fid", "train_seconds", "final_loss"} <= r.keys()
+        assert r["fid"] > 0 and r["ddim_fid"] > 0
+    assert (out / "fid_vs_steps.png").stat().st_size > 1000
+    for name in ("teacher-4", "distilled-2", "ddim-2", "distilled-1", "ddim-1"):
+        assert (out / "samples" / f"{name}.png").exists()
+        with __import__("numpy").load(out / "samples" / f"{name}.npz") as z:
+            assert z["images"].shape == (64, 8, 8, 1) and z["images"].dtype.name == "uint8"
+    assert progress.tasks == ["teacher training", "round 1/2: 4→2 steps", "round 2/2: 2→1 steps"]
+
+
+def test_checkpoints_carry_their_config(finished):
+    out, _, _ = finished
+    from workers.checkpoint import load_checkpoint
+
+    state, config = load_checkpoint(str(out / "round-2" / "student.safetensors"))
+    assert config["role"] == "student" and config["steps"] == 1 and config["round"] == 2
+    assert config["unet"]["dropout"] == 0.0 and config["spec"]["name"] == "tiny"
+    assert json.loads((out / "round-2" / "student.json").read_text()) == config
+    assert state
+
+
+def test_rerun_skips_finished_stages(finished, cache_dir):
+    out, report, _ = finished
+    mtime = (out / "round-1" / "student.safetensors").stat().st_mtime_ns
+    progress = Quiet()
+    again = run_local(parse_spec(SPEC), out=out, cache_dir=cache_dir, progress=progress)
+    assert progress.tasks == []  # nothing trained again
+    assert (out / "round-1" / "student.safetensors").stat().st_mtime_ns == mtime
+    assert again == report
+
+
+def test_other_spec_in_same_out_dir_is_refused(finished, cache_dir):
+    out, _, _ = finished
+    other = parse_spec({**SPEC, "seed": 7})
+    with pytest.raises(RunError, match="holds a different campaign"):
+        run_local(other, out=out, cache_dir=cache_dir, progress=Quiet())
+
+
+def test_nan_round_stops_with_round_and_update_and_keeps_earlier(tmp_path, finished, cache_dir):
+    src, _, _ = finished
+    out = tmp_path / "run"
+    # Start from the finished campaign, poison round 1's student and forget round 2: round 2
+    # then distils from a NaN teacher.
+    subprocess.run(["cp", "-r", str(src), str(out)], check=True)
+    ckpt = out / "round-1" / "student.safetensors"
+    raw = ckpt.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    state = load_file(ckpt)
+    state = {k: torch.full_like(v, float("nan")) for k, v in state.items()}
+    save_file(state, ckpt, metadata=header)
+    subprocess.run(["rm", "-r", str(out / "round-2")], check=True)
+    with pytest.raises(RunError) as info:
+        run_local(parse_spec(SPEC), out=out, cache_dir=cache_dir, progress=Quiet())
+    msg = str(info.value)
+    assert "round 2" in msg and "update 1" in msg and "nan" in msg
+    assert ckpt.exists() and (out / "round-1" / "record.json").exists()
+    assert (out / "teacher.safetensors").exists()
+    assert not (out / "round-2" / "student.safetensors").exists()
+
+
+def test_cli_rejects_bad_spec_before_training(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "steps": {"start": 6, "target": 1}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "api.cli", "local-run", str(spec), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "steps.start" in proc.stdout and "power of two" in proc.stdout
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_runs_and_prints_round_table(tmp_path, finished, cache_dir):
+    src, _, _ = finished
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    out = tmp_path / "o"
+    subprocess.run(["cp", "-r", str(src), str(out)], check=True)  # resumes: prints the table only
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "local-run",
+            str(spec),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "distilled FID" in proc.stdout and "teacher" in proc.stdout

@@ -1,0 +1,82 @@
+import pytest
+
+from orchestrator.spec import SpecError, load_spec, parse_spec, plan_rounds
+
+BASE = {"name": "t", "dataset": "builtin:digits"}
+
+
+def _error(**changes) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**BASE, **changes})
+    return str(info.value)
+
+
+def test_defaults_and_plan():
+    spec = parse_spec(
+        {
+            **BASE,
+            "steps": {"start": 16, "target": 1},
+            "distill": {"updates": 10, "last_rounds_updates": 20},
+        }
+    )
+    plan = plan_rounds(spec)
+    assert [(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan] == [
+        (1, 16, 8, 10),
+        (2, 8, 4, 10),
+        (3, 4, 2, 20),
+        (4, 2, 1, 20),
+    ]
+
+
+def test_non_power_of_two_steps_names_field():
+    msg = _error(steps={"start": 12, "target": 1})
+    assert "steps.start" in msg and "12" in msg and "power of two" in msg
+
+
+def test_target_above_start_names_both():
+    msg = _error(steps={"start": 4, "target": 8})
+    assert "steps" in msg and "target=8" in msg and "start=4" in msg
+
+
+def test_unknown_preset_lists_allowed():
+    msg = _error(model={"preset": "resnet"})
+    assert "model.preset" in msg and "'resnet'" in msg and "mnist-small" in msg
+
+
+def test_missing_dataset_file_names_field(tmp_path):
+    missing = tmp_path / "nope.npz"
+    msg = _error(dataset=str(missing))
+    assert "dataset" in msg and "nope.npz" in msg
+
+
+def test_unknown_builtin_and_unknown_field():
+    assert "builtin:mnist5k" in _error(dataset="builtin:cifar")
+    msg = _error(distil={"updates": 3})
+    assert "distil" in msg and "Extra inputs" in msg
+
+
+def test_unknown_unet_override():
+    msg = _error(model={"preset": "mnist-tiny", "overrides": {"channels": 3}})
+    assert "model.overrides" in msg and "channels" in msg
+
+
+def test_load_spec_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match=r"bad\.yaml: not valid YAML"):
+        load_spec(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match=r"list\.yaml: a campaign spec is a YAML mapping"):
+        load_spec(listy)
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_examples_are_valid():
+    from pathlib import Path
+
+    examples = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        load_spec(path)

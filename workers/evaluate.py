@@ -1,0 +1,62 @@
+"""Evaluation: batched DDIM sampling from fixed noise and FID against reference statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from workers.features import FeatureNet
+from workers.fid import FeatureStats, compute_stats, fid
+from workers.parameterization import ModelOutput
+from workers.sampler import ddim_sample
+
+
+def eval_noise(*, count: int, shape: tuple[int, int, int], seed: int) -> Tensor:
+    """The fixed z_1 every evaluation of a campaign starts from: [count, C, H, W]."""
+    return torch.randn((count, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def sample_images(
+    net: nn.Module, *, noise: Tensor, num_steps: int, output: ModelOutput, batch_size: int
+) -> Tensor:
+    """DDIM samples (x̂ clipped to [−1, 1]) for every row of `noise`, in batches."""
+    return torch.cat(
+        [
+            ddim_sample(net, noise=chunk, num_steps=num_steps, output=output, clip_x=True)
+            for chunk in noise.split(batch_size)
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    steps: int
+    fid: float
+    features: str
+    samples: int
+    images: Tensor  # [samples, C, H, W] in [−1, 1]
+
+
+def evaluate(
+    net: nn.Module,
+    *,
+    noise: Tensor,
+    num_steps: int,
+    output: ModelOutput,
+    features: FeatureNet,
+    reference: FeatureStats,
+    batch_size: int,
+) -> Evaluation:
+    images = sample_images(
+        net, noise=noise, num_steps=num_steps, output=output, batch_size=batch_size
+    )
+    stats = compute_stats(features, images, batch_size=batch_size)
+    return Evaluation(
+        steps=num_steps,
+        fid=fid(reference, stats),
+        features=features.name,
+        samples=images.shape[0],
+        images=images,
+    )
