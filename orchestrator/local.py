@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from workers.fid import FeatureStats, reference_stats
 
 from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
 from orchestrator.spec import CampaignSpec, plan_rounds
@@ -24,6 +23,7 @@ from workers.data import ImageDataset, load_dataset
 from workers.distill import distill_round
 from workers.evaluate import Evaluation, eval_noise, evaluate
 from workers.features import FeatureNet, load_classifier_features, load_inception
+from workers.fid import FeatureStats, reference_stats
 from workers.images import save_samples
 from workers.parameterization import output_channels
 from workers.teacher import train_teacher

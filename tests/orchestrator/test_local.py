@@ -148,3 +148,22 @@ def test_cli_runs_and_prints_round_table(tmp_path, finished, cache_dir):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "distilled FID" in proc.stdout and "teacher" in proc.stdout
+
+
+def test_teacher_from_checkpoint_is_loaded_not_trained(tmp_path, finished, cache_dir):
+    src, report, _ = finished
+    teacher_uri = (src / "teacher.safetensors").as_uri()
+    spec = parse_spec(
+        {**SPEC, "teacher": {"checkpoint": teacher_uri}, "steps": {"start": 4, "target": 2}}
+    )
+    progress = Quiet()
+    got = run_local(spec, out=tmp_path / "o", cache_dir=cache_dir, progress=progress)
+    assert progress.tasks == ["round 1/1: 4→2 steps"]
+    # Same weights, same evaluation noise: the same teacher FID.
+    assert got["teacher"]["fid"] == pytest.approx(report["teacher"]["fid"], rel=1e-9)
+
+    wrong = parse_spec(
+        {**SPEC, "teacher": {"checkpoint": teacher_uri}, "diffusion": {"output": "v"}}
+    )
+    with pytest.raises(RunError, match="teacher.safetensors.*predicts output 'x'.*'v'"):
+        run_local(wrong, out=tmp_path / "w", cache_dir=cache_dir, progress=Quiet())
