@@ -1,10 +1,16 @@
-"""The update loop shared by teacher training and distillation: Adam, LR schedule, grad clip."""
+"""The update loop shared by teacher training and distillation: Adam, LR schedule, grad clip.
+
+`Updater` owns the optimizer state of one training run and applies one update at a time, so a
+driver (a plain loop here, a Ray Train worker in a campaign) decides when to log, checkpoint
+and resume; its `state_dict()` holds the optimizer and the update count.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +35,50 @@ class LoopResult:
     losses: list[tuple[int, float]]
 
 
+class Updater:
+    """A fresh Adam over `model`'s trainable parameters; `lr_scale(i)` multiplies `lr` at update i.
+
+    `step(loss)` raises DivergedError on a non-finite loss *before* applying it, so the model
+    keeps its last finite weights.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float,
+        lr_scale: Callable[[int], float],
+        grad_clip: float,
+        what: str,
+        after_step: Callable[[], None] | None = None,
+    ) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_scale)
+        self.grad_clip, self.what, self.after_step = grad_clip, what, after_step
+        self.done = 0  # updates applied so far
+
+    def step(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise DivergedError(what=self.what, update=self.done + 1, loss=float(loss.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.done += 1
+        if self.after_step is not None:
+            self.after_step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "done": self.done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.done = int(state["done"])
+
+
 def run_updates(
     *,
     model: nn.Module,
@@ -42,15 +92,10 @@ def run_updates(
     on_progress: ProgressFn | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> LoopResult:
-    """Run `updates` Adam steps of `loss_fn(update_index)` (a scalar) on `model`.
-
-    A fresh Adam each call (rounds never share optimizer state). `lr_scale(i)` multiplies `lr` at
-    update i. Raises DivergedError on a non-finite loss before the step is applied, so the model
-    keeps its last finite weights.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_scale)
+    """Run `updates` Adam steps of `loss_fn(update_index)` (a scalar) on `model`, in one go."""
+    updater = Updater(
+        model, lr=lr, lr_scale=lr_scale, grad_clip=grad_clip, what=what, after_step=after_step
+    )
     model.train()
     losses: list[tuple[int, float]] = []
     window: list[Tensor] = []
@@ -58,15 +103,7 @@ def run_updates(
     last = float("nan")
     for i in range(updates):
         loss = loss_fn(i)
-        if not torch.isfinite(loss):
-            raise DivergedError(what=what, update=i + 1, loss=float(loss.detach()))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        sched.step()
-        if after_step is not None:
-            after_step()
+        updater.step(loss)
         window.append(loss.detach())
         if (i + 1) % log_every == 0 or i + 1 == updates:
             last = float(torch.stack(window).mean())

@@ -76,7 +76,10 @@ def test_load_spec_file_errors(tmp_path):
 def test_examples_are_valid():
     from pathlib import Path
 
-    examples = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
+    root = Path(__file__).parents[2]
+    examples = sorted(
+        [*root.joinpath("examples").glob("*.yaml"), *root.joinpath("bench").glob("*.yaml")]
+    )
     assert examples
     for path in examples:
         load_spec(path)
