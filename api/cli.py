@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -76,6 +77,43 @@ def local_run(
         raise typer.Exit(1) from exc
     console.print(round_table(report))
     console.print(f"report: {out / 'report.json'}   plot: {out / 'fid_vs_steps.png'}")
+
+
+@app.command("run")
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="campaign spec")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="also write report.json and the plot here")
+    ] = None,
+) -> None:
+    """Run a campaign on Ray: the cluster at PDISTILL_RAY_ADDRESS, or a local one started now."""
+    from orchestrator.campaign import run_campaign
+    from orchestrator.ray_cluster import connect
+    from orchestrator.report import plot_fid_vs_steps
+    from orchestrator.settings import Settings
+    from orchestrator.stages import StageError
+
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    settings = Settings()
+    with connect(settings) as where:
+        console.log(
+            f"campaign {spec.name} on {where}; storage {spec.storage or settings.storage_uri}"
+        )
+        try:
+            report = run_campaign(spec, settings, on_status=console.log)
+        except (StageError, DatasetError, CheckpointError, FeatureNetError) as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+    console.print(round_table(report))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        plot_fid_vs_steps(out / "fid_vs_steps.png", report)
+        console.print(f"report: {out / 'report.json'}   plot: {out / 'fid_vs_steps.png'}")
 
 
 def main() -> None:

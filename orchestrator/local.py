@@ -17,7 +17,7 @@ from torch import nn
 
 from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
 from orchestrator.spec import CampaignSpec, plan_rounds
-from workers.checkpoint import load_checkpoint, save_checkpoint, write_atomic
+from workers.checkpoint import load_unet, save_checkpoint, write_atomic
 from workers.config import DiffusionConfig, DistillConfig, TeacherTrainConfig
 from workers.data import ImageDataset, load_dataset
 from workers.distill import distill_round
@@ -57,6 +57,24 @@ def feature_net(spec: CampaignSpec, dataset: ImageDataset, cache_dir: Path) -> F
     if kind == "classifier":
         return load_classifier_features(dataset, cache_dir=cache_dir, seed=spec.seed)
     return load_inception(None if kind == "inception" else kind)
+
+
+def check_compatible(
+    uri: str, config: dict[str, Any], unet: UNetConfig, diffusion: DiffusionConfig, dataset: str
+) -> None:
+    """A checkpoint must predict the campaign's output for the dataset's image shape."""
+    cfg = UNetConfig.from_dict(config["unet"])
+    out = config.get("diffusion", {}).get("output")
+    if out != diffusion.output:
+        raise RunError(
+            f"{uri}: checkpoint predicts output {out!r} but diffusion.output is "
+            f"{diffusion.output!r}"
+        )
+    if (cfg.image_size, cfg.in_channels) != (unet.image_size, unet.in_channels):
+        raise RunError(
+            f"{uri}: checkpoint is for {cfg.in_channels}x{cfg.image_size}x{cfg.image_size} "
+            f"images, dataset {dataset} has {unet.in_channels}x{unet.image_size}x{unet.image_size}"
+        )
 
 
 class LocalRun:
@@ -103,23 +121,9 @@ class LocalRun:
         return self.unet.replace(dropout=0.0)
 
     def _load(self, uri: str) -> nn.Module:
-        state, config = load_checkpoint(uri)
-        cfg = UNetConfig.from_dict(config["unet"])
-        out = config.get("diffusion", {}).get("output")
-        if out != self.diffusion.output:
-            raise RunError(
-                f"{uri}: checkpoint predicts output {out!r} but diffusion.output is "
-                f"{self.diffusion.output!r}"
-            )
-        if (cfg.image_size, cfg.in_channels) != (self.unet.image_size, self.unet.in_channels):
-            raise RunError(
-                f"{uri}: checkpoint is for {cfg.in_channels}x{cfg.image_size}x{cfg.image_size} "
-                f"images, dataset {self.spec.dataset} has {self.unet.in_channels}x"
-                f"{self.unet.image_size}x{self.unet.image_size}"
-            )
-        net = UNet(cfg)
-        net.load_state_dict(state)
-        return net.eval()
+        net, config = load_unet(uri)
+        check_compatible(uri, config, self.unet, self.diffusion, self.spec.dataset)
+        return net
 
     def _evaluate(self, net: nn.Module, steps: int, name: str) -> Evaluation:
         self.progress.note(f"evaluating {name} at {steps} steps ({len(self.noise)} samples)")

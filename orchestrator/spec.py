@@ -98,6 +98,41 @@ class DistillSpec(_Frozen):
     batch_size: PosInt = 64
     lr: PosFloat = 1e-4
     grad_clip: PosFloat = 1.0
+    # Ray campaigns: report (and checkpoint) every this many updates; a crash loses at most that.
+    checkpoint_every: PosInt = 50
+
+
+class TuneSpec(_Frozen):
+    """LR search per round (Ray campaigns): `trials` learning rates, log-spaced over the range,
+    each run for the first `trial_updates` updates of the round's schedule; ASHA stops the poor
+    ones early on a held-out distillation loss and the winner continues to the full budget."""
+
+    enabled: bool = False
+    lr_min: PosFloat = 3e-5
+    lr_max: PosFloat = 3e-4
+    trials: Annotated[int, Field(ge=2)] = 4
+    trial_updates: PosInt = 100
+
+    @model_validator(mode="after")
+    def _range(self) -> TuneSpec:
+        if self.lr_min >= self.lr_max:
+            raise ValueError(f"lr_min={self.lr_min} must be smaller than lr_max={self.lr_max}")
+        return self
+
+
+class ResourcesSpec(_Frozen):
+    """Per round: `workers` Ray Train workers (DDP ranks), each with these CPUs and GPUs."""
+
+    workers: PosInt = 1
+    cpus_per_worker: PosFloat = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
+    max_failures: Annotated[int, Field(ge=0)] = 2  # worker-group restarts per round
+
+
+class QualityGateSpec(_Frozen):
+    """Stop the campaign when a round's FID exceeds the previous model's FID by this factor."""
+
+    max_fid_growth: PosFloat | None = None
 
 
 class EvaluationSpec(_Frozen):
@@ -118,6 +153,11 @@ class CampaignSpec(_Frozen):
     steps: StepsSpec = Field(default_factory=StepsSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    tune: TuneSpec = Field(default_factory=TuneSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    quality_gate: QualityGateSpec = Field(default_factory=QualityGateSpec)
+    # Ray campaigns: where checkpoints and records go (default: the settings' storage_uri).
+    storage: str | None = None
     seed: Annotated[int, Field(ge=0)] = 0
 
     @field_validator("dataset")
@@ -183,5 +223,3 @@ def load_spec(path: Path) -> CampaignSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a campaign spec is a YAML mapping, got {type(data).__name__}")
     return parse_spec(data, source=str(path))
-
-

@@ -19,6 +19,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from workers.data import read_uri_bytes
+from workers.unet import UNet, UNetConfig
 
 CONFIG_KEY = "pdistill_config"
 
@@ -68,3 +69,16 @@ def load_checkpoint(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "only checkpoints written by pdistill can be loaded"
         )
     return tensors, json.loads(meta[CONFIG_KEY])
+
+
+def load_unet(uri: str) -> tuple[UNet, dict[str, Any]]:
+    """The U-Net a checkpoint describes, with its weights loaded, in eval mode; and its config."""
+    state, config = load_checkpoint(uri)
+    if "unet" not in config:
+        raise CheckpointError(f"{uri!r}: checkpoint config has no 'unet' entry")
+    net = UNet(UNetConfig.from_dict(config["unet"]))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{uri!r}: weights do not fit its U-Net config: {exc}") from exc
+    return net.eval(), config

@@ -50,13 +50,22 @@ def distillation_loss(
     x: Tensor,
     student_steps: int,
     diffusion: DiffusionConfig,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
+    eps: Tensor | None = None,
+    i: Tensor | None = None,
 ) -> Tensor:
-    """Mean weighted loss of the student against the two-step teacher target. x: [B, C, H, W]."""
+    """Mean weighted loss of the student against the two-step teacher target. x: [B, C, H, W].
+
+    The grid index i ([B], in 0..N−1) and the noise eps ([B, C, H, W]) are drawn from `generator`
+    unless given (a held-out loss on fixed pairs gives both).
+    """
     batch = x.shape[0]
-    i = torch.randint(0, student_steps, (batch,), generator=generator)
+    if i is None:
+        i = torch.randint(0, student_steps, (batch,), generator=generator)
+    if eps is None:
+        eps = torch.randn(x.shape, generator=generator)
+    eps = eps.to(x.device, x.dtype)
     t = ((i + 1).to(torch.float64) / student_steps).to(x.device)
-    eps = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
     logsnr = logsnr_schedule_cosine(t)
     z = diffuse(x=x, eps=eps, logsnr=logsnr).to(x.dtype)
     t, logsnr = t.to(x.dtype), logsnr.to(x.dtype)

@@ -55,8 +55,9 @@ def test_shape_mismatch_is_an_error() -> None:
 
 def test_feature_stats_round_trip(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    stats = FeatureStats(mu=rng.normal(size=5), sigma=_random_cov(rng, 5), count=42,
-                         features="classifier-abc")
+    stats = FeatureStats(
+        mu=rng.normal(size=5), sigma=_random_cov(rng, 5), count=42, features="classifier-abc"
+    )
     path = tmp_path / "sub" / "stats.npz"
     stats.save(path)
     back = FeatureStats.load(path)
@@ -118,8 +119,9 @@ def test_classifier_is_accurate_and_cached(
 
 
 def test_classifier_needs_labels(tmp_path: Path, mnist: ImageDataset) -> None:
-    unlabelled = ImageDataset(uri="mem:unlabelled", images=mnist.images[:10], labels=None,
-                              digest="0" * 16)
+    unlabelled = ImageDataset(
+        uri="mem:unlabelled", images=mnist.images[:10], labels=None, digest="0" * 16
+    )
     with pytest.raises(DatasetError, match=r"mem:unlabelled.*labels"):
         load_classifier_features(unlabelled, cache_dir=tmp_path)
 

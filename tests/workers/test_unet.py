@@ -26,8 +26,9 @@ SMALL_PRESETS = ["mnist-small", "mnist-tiny", "digits-small"]
 def _model(name: str, *, out_mult: int = 1, seed: int = 0) -> UNet:
     size, chans = PRESET_SHAPES[name]
     torch.manual_seed(seed)
-    return UNet(preset_config(name, image_size=size, in_channels=chans,
-                              out_channels=out_mult * chans))
+    return UNet(
+        preset_config(name, image_size=size, in_channels=chans, out_channels=out_mult * chans)
+    )
 
 
 def _inputs(name: str, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,10 +144,12 @@ def test_from_dict_rejects_unknown_field() -> None:
 
 
 def test_non_power_of_two_sizes() -> None:
-    assert preset_config("mnist-small", image_size=28, in_channels=1,
-                         out_channels=1).resolutions == (28, 14, 7)
-    assert preset_config("digits-small", image_size=8, in_channels=1,
-                         out_channels=1).resolutions == (8, 4)
+    assert preset_config(
+        "mnist-small", image_size=28, in_channels=1, out_channels=1
+    ).resolutions == (28, 14, 7)
+    assert preset_config(
+        "digits-small", image_size=8, in_channels=1, out_channels=1
+    ).resolutions == (8, 4)
 
 
 def test_bad_image_size_raises() -> None:
@@ -156,8 +159,9 @@ def test_bad_image_size_raises() -> None:
 
 def test_attention_at_missing_resolution_raises() -> None:
     with pytest.raises(ValueError, match="attn_resolutions"):
-        UNetConfig(image_size=8, in_channels=1, out_channels=1, ch_mult=(1, 2),
-                   attn_resolutions=(16,))
+        UNetConfig(
+            image_size=8, in_channels=1, out_channels=1, ch_mult=(1, 2), attn_resolutions=(16,)
+        )
 
 
 def test_unknown_preset_lists_valid_names() -> None:
@@ -180,5 +184,6 @@ def test_same_seed_same_weights() -> None:
     c = _model("digits-small", seed=8)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
-    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(),
-                                                            strict=True))
+    assert any(
+        not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True)
+    )

@@ -1,0 +1,200 @@
+"""A campaign on Ray: a DAG of chained remote tasks over the idempotent stages of `stages.py`.
+
+    teacher ─▶ eval(teacher)
+       └─▶ tune₁ ─▶ train₁ ─▶ eval₁
+                      └─▶ tune₂ ─▶ train₂ ─▶ eval₂ … ─▶ report
+
+Plain `ray.remote` tasks chained by ObjectRefs (not `DAGNode.execute()`, deprecated in 2.60, nor
+Ray Workflows, removed): Ray only executes; durability is ours — each stage returns its stored
+record when it exists, so submitting the same campaign again skips what is finished and a round
+that was interrupted resumes from its last Train checkpoint. Evaluation of round k runs beside
+round k+1 unless a quality gate makes the next round wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator.report import RoundResult, TeacherResult
+from orchestrator.settings import Settings
+from orchestrator.spec import CampaignSpec, RoundPlan
+from orchestrator.stages import Campaign, StageError
+
+
+def _gate(campaign: Campaign, previous: list[dict[str, Any]]) -> None:
+    """Fail when the newest FID grew more than the quality gate allows over the one before."""
+    bound = campaign.spec.quality_gate.max_fid_growth
+    if bound is None or len(previous) < 2:
+        return
+    before, last = previous[-2]["fid"], previous[-1]["fid"]
+    if last > bound * before:
+        raise StageError(
+            f"quality gate: FID at {previous[-1]['steps']} steps is {last:.2f}, more than "
+            f"quality_gate.max_fid_growth={bound} × {before:.2f} (the model before it)"
+        )
+
+
+def teacher_stage(c: Campaign) -> dict[str, Any]:
+    return c.teacher()
+
+
+def teacher_eval_stage(c: Campaign, teacher: dict[str, Any]) -> dict[str, Any]:
+    run = c.campaign_run(c.tracker())
+    return c.evaluate(c.spec.steps.start, teacher["uri"], "teacher-eval", tracker_run=run)
+
+
+def round_stage(
+    c: Campaign, step: str, plan: RoundPlan, current: dict[str, Any], *deps: Any
+) -> dict[str, Any]:
+    if step == "tune":
+        _gate(c, [d for d in deps if d is not None])
+        return c.tune(plan, current["uri"])
+    if step == "train":
+        return c.train(plan, current["uri"], deps[0])
+    assert step == "eval"
+    teacher = deps[0]
+    return c.evaluate(
+        plan.student_steps,
+        current["uri"],
+        f"round-{plan.round}-eval",
+        tracker_run=current.get("run_id"),
+        teacher_uri=teacher["uri"],
+    )
+
+
+def report_stage(
+    c: Campaign, teacher: dict[str, Any], teacher_eval: dict[str, Any], *rounds: Any
+) -> dict[str, Any]:
+    n = len(c.plan)
+    trains, evals = rounds[:n], rounds[n:]
+    _gate(c, [teacher_eval, *evals])
+    results = [
+        RoundResult(
+            round=p.round,
+            steps=p.student_steps,
+            fid=e["fid"],
+            ddim_fid=e["ddim_fid"],
+            train_seconds=t["train_seconds"],
+            final_loss=t["final_loss"],
+            updates=p.updates,
+            checkpoint=t["uri"],
+        )
+        for p, t, e in zip(c.plan, trains, evals, strict=True)
+    ]
+    report = {
+        "campaign": c.spec.name,
+        "dataset": c.spec.dataset,
+        "fid_features": teacher_eval["features"],
+        "fid_samples": teacher_eval["samples"],
+        "teacher": TeacherResult(
+            steps=c.spec.steps.start,
+            fid=teacher_eval["fid"],
+            train_seconds=teacher["train_seconds"],
+            final_loss=teacher["final_loss"],
+            checkpoint=teacher["uri"],
+        ).__dict__,
+        "rounds": [{k: v for k, v in r.__dict__.items() if k != "losses"} for r in results],
+        "lr": [t["lr"] for t in trains],
+    }
+    tracker = c.tracker()
+    run = c.campaign_run(tracker)
+    last = trains[-1]
+    report["model_version"] = tracker.register(
+        c.spec.name, source=last["uri"], run_id=last["run_id"]
+    )
+    tracker.artifact_json(run, "report.json", report)
+    for t in trains:
+        tracker.finish(t["run_id"])
+    tracker.finish(run)
+    c.storage.write_bytes(c.rel("report.json"), json.dumps(report, indent=2).encode())
+    return report
+
+
+def submit(c: Campaign, *, eval_gpus: float = 0.0) -> Any:
+    """Build the DAG of remote tasks for `c`; returns the ObjectRef of the report."""
+    import ray
+
+    stage = ray.remote(max_retries=0)
+    control = {"num_cpus": 0}  # drivers of Train/Tune jobs: the workers hold the resources
+    compute = {"num_cpus": 1, "num_gpus": eval_gpus}
+    teacher = stage(teacher_stage).options(**compute, name="teacher").remote(c)
+    teacher_eval = (
+        stage(teacher_eval_stage).options(**compute, name="teacher-eval").remote(c, teacher)
+    )
+    run_round = stage(round_stage)
+    current = teacher
+    trains: list[Any] = []
+    evals: list[Any] = []
+    gated = c.spec.quality_gate.max_fid_growth is not None
+    for plan in c.plan:
+        gate_deps = ([teacher_eval, *evals][-2:]) if gated else []
+        tuned = run_round.options(**control, name=f"round-{plan.round}-tune").remote(
+            c, "tune", plan, current, *gate_deps
+        )
+        trained = run_round.options(**control, name=f"round-{plan.round}-train").remote(
+            c, "train", plan, current, tuned
+        )
+        evaluated = run_round.options(**compute, name=f"round-{plan.round}-eval").remote(
+            c, "eval", plan, trained, teacher
+        )
+        trains.append(trained)
+        evals.append(evaluated)
+        current = trained
+    return (
+        stage(report_stage)
+        .options(**control, name="report")
+        .remote(c, teacher, teacher_eval, *trains, *evals)
+    )
+
+
+def run_campaign(
+    spec: CampaignSpec,
+    settings: Settings,
+    *,
+    on_status: Callable[[str], None] | None = None,
+    poll_s: float = 2.0,
+) -> dict[str, Any]:
+    """Run (or resume) `spec` on the connected Ray cluster; returns the report."""
+    import ray
+
+    c = Campaign(spec, settings)
+    c.storage.write_bytes(c.rel("spec.json"), spec.model_dump_json(indent=2).encode())
+    gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    final = submit(c, eval_gpus=gpus)
+    last = ""
+    try:
+        while True:
+            ready, _ = ray.wait([final], timeout=poll_s)
+            status = describe(c)
+            if on_status is not None and status != last:
+                on_status(status)
+                last = status
+            if ready:
+                report: dict[str, Any] = ray.get(final)
+                write_status(c, "succeeded")
+                return report
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(exc.cause, Exception) else exc
+        write_status(c, "failed", reason=str(cause))
+        raise StageError(f"campaign {spec.name} failed: {cause}") from cause
+
+
+def write_status(c: Campaign, state: str, *, reason: str | None = None) -> None:
+    data = {"state": state, "reason": reason, "time": time.time()}
+    c.storage.write_bytes(c.rel("status.json"), json.dumps(data).encode())
+
+
+def describe(c: Campaign) -> str:
+    """A one-line progress summary from the stage records in storage."""
+    done = [p for p in c.plan if c.record(f"round-{p.round}-train") is not None]
+    if c.record("teacher") is None:
+        return "teacher: training" if not c.spec.teacher.checkpoint else "teacher: loading"
+    if len(done) == len(c.plan):
+        return f"all {len(c.plan)} rounds trained; evaluating and reporting"
+    p = c.plan[len(done)]
+    return f"round {p.round}/{len(c.plan)} ({p.teacher_steps}→{p.student_steps} steps): " + (
+        "tuning LR" if c.record(f"round-{p.round}-tune") is None else "training"
+    )

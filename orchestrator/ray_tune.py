@@ -1,0 +1,116 @@
+"""LR search for one round with Ray Tune: a function trainable per trial runs a short TorchTrainer.
+
+Trial i uses the i-th of `trials` log-spaced learning rates (names derive from the index, never
+from time) and runs the first `trial_updates` updates of the round's own LR schedule, so the
+winner's checkpoint is exactly the start of the full round and continues instead of restarting.
+ASHA stops poor trials early on the held-out distillation loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.spec import RoundPlan
+from orchestrator.tracking import Tracker
+
+if TYPE_CHECKING:
+    from orchestrator.stages import Campaign
+
+
+def lr_grid(lr_min: float, lr_max: float, trials: int) -> list[float]:
+    lo, hi = math.log(lr_min), math.log(lr_max)
+    return [math.exp(lo + (hi - lo) * i / (trials - 1)) for i in range(trials)]
+
+
+def trial_concurrency(campaign: Campaign) -> int:
+    """How many trials fit on the cluster's free resources at once (at least one)."""
+    import ray
+
+    res = campaign.spec.resources
+    free = ray.available_resources()
+    fits = free.get("CPU", 0.0) // (res.workers * res.cpus_per_worker)
+    if res.gpus_per_worker > 0:
+        fits = min(fits, free.get("GPU", 0.0) // (res.workers * res.gpus_per_worker))
+    return max(1, int(fits))
+
+
+def search_lr(
+    campaign: Campaign, plan: RoundPlan, teacher_uri: str, *, tracker: Tracker, round_run: str
+) -> dict[str, Any]:
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.tune.schedulers import ASHAScheduler
+
+    from orchestrator.stages import run_train
+
+    spec = campaign.spec.tune
+    trial_updates = min(spec.trial_updates, plan.updates)
+    lrs = lr_grid(spec.lr_min, spec.lr_max, spec.trials)
+    base = campaign.job(plan, teacher_uri, lr=lrs[0], name="", stop_at=trial_updates)
+    prefix = f"{campaign.spec.name}-round-{plan.round}"
+
+    tracking_uri = tracker.uri
+
+    def trial(config: dict[str, Any]) -> None:
+        i = int(config["trial"])
+        tracker = Tracker(tracking_uri)  # a client per process: it holds a DB engine
+        run_id = tracker.run(
+            name=f"trial-{i}",
+            key=f"campaign/{campaign.spec.name}/round-{plan.round}/trial-{i}",
+            parent=round_run,
+            kind="trial",
+            round=str(plan.round),
+        )
+        tracker.params(run_id, {"lr": lrs[i], "trial_updates": trial_updates})
+        job = replace(base, name=f"{prefix}-trial-{i}", lr=lrs[i], mlflow_run_id=run_id)
+        run_train(campaign, job, callbacks=[TuneReportCallback()])
+        tracker.finish(run_id)
+
+    reports = max(1, math.ceil(trial_updates / base.report_every))
+    tuner = tune.Tuner(
+        tune.with_resources(trial, {"cpu": 0.01}),
+        param_space={"trial": tune.grid_search(list(range(spec.trials)))},
+        tune_config=tune.TuneConfig(
+            metric="val_loss",
+            mode="min",
+            scheduler=ASHAScheduler(max_t=reports, grace_period=1, reduction_factor=2),
+            max_concurrent_trials=trial_concurrency(campaign),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{prefix}-tune",
+            storage_path=campaign.storage.path(f"{campaign.prefix}/ray"),
+            storage_filesystem=campaign.storage.fs,
+        ),
+    )
+    grid = tuner.fit()
+    results: list[dict[str, Any]] = []
+    for r in (grid[k] for k in range(len(grid))):
+        if r.error is not None or not r.metrics or not r.config:
+            continue
+        results.append(
+            {
+                "trial": int(r.config["trial"]),
+                "lr": lrs[int(r.config["trial"])],
+                "update": int(r.metrics.get("update", 0)),
+                "val_loss": float(r.metrics["val_loss"]),
+                "checkpoint_path": r.metrics.get("checkpoint_path"),
+            }
+        )
+    # Only trials that ran the whole prefix compete: ASHA's early-stopped ones saw fewer updates.
+    finished = [r for r in results if r["update"] >= trial_updates and r["checkpoint_path"]]
+    if not finished:
+        from orchestrator.stages import StageError
+
+        raise StageError(
+            f"round {plan.round}: no LR-search trial finished its {trial_updates} updates "
+            f"({len(results)} of {spec.trials} reported; errors: {grid.num_errors})"
+        )
+    best = min(finished, key=lambda r: r["val_loss"])
+    return {
+        "lr": best["lr"],
+        "init_checkpoint": best["checkpoint_path"],
+        "trials": results,
+        "job": asdict(replace(base, name=f"{prefix}-trial-{best['trial']}")),
+    }

@@ -1,0 +1,353 @@
+"""The stages of a campaign on Ray, each idempotent: a stage whose record exists in storage
+returns that record instead of running again. Records are written after their outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from orchestrator.local import check_compatible, feature_net, unet_config
+from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, train_worker
+from orchestrator.settings import Settings
+from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
+from orchestrator.storage import Storage
+from orchestrator.tracking import Tracker
+from workers.checkpoint import load_unet
+from workers.config import DiffusionConfig, TeacherTrainConfig
+from workers.data import load_dataset
+from workers.evaluate import eval_noise, evaluate
+from workers.fid import FeatureStats, compute_stats
+from workers.images import grid_png
+from workers.teacher import train_teacher
+from workers.unet import UNet
+
+
+class StageError(RuntimeError):
+    """A stage failed for good; the campaign is marked failed with this reason."""
+
+
+def _checkpoint_bytes(state: dict[str, torch.Tensor], config: dict[str, Any]) -> bytes:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    return save(tensors, metadata={"pdistill_config": json.dumps(config, sort_keys=True)})
+
+
+class Campaign:
+    """A campaign's stages against its storage prefix; plain data, so it pickles to Ray tasks."""
+
+    def __init__(self, spec: CampaignSpec, settings: Settings) -> None:
+        self.spec, self.settings = spec, settings
+        self.storage = Storage(spec.storage or settings.storage_uri)
+        self.prefix = f"campaigns/{spec.name}"
+        self.plan = plan_rounds(spec)
+        self.diffusion = DiffusionConfig(spec.diffusion.output, spec.diffusion.weighting)
+
+    # -- records -------------------------------------------------------------------------------
+    def rel(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    def record(self, stage: str) -> dict[str, Any] | None:
+        raw = self.storage.read_bytes(self.rel(f"stages/{stage}.json"))
+        return None if raw is None else json.loads(raw)
+
+    def write_record(self, stage: str, data: dict[str, Any]) -> dict[str, Any]:
+        self.storage.write_bytes(self.rel(f"stages/{stage}.json"), json.dumps(data).encode())
+        return data
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.settings.mlflow_tracking_uri)
+
+    def campaign_run(self, tracker: Tracker) -> str:
+        run_id = tracker.run(name=self.spec.name, key=f"campaign/{self.spec.name}", kind="campaign")
+        tracker.params(run_id, {"spec": self.spec.model_dump_json(), "rounds": len(self.plan)})
+        return run_id
+
+    def round_run(self, tracker: Tracker, plan: RoundPlan) -> str:
+        parent = self.campaign_run(tracker)
+        run_id = tracker.run(
+            name=f"round-{plan.round}",
+            key=f"campaign/{self.spec.name}/round-{plan.round}",
+            parent=parent,
+            kind="round",
+            round=str(plan.round),
+        )
+        tracker.params(
+            run_id,
+            {
+                "teacher_steps": plan.teacher_steps,
+                "student_steps": plan.student_steps,
+                "updates": plan.updates,
+            },
+        )
+        return run_id
+
+    # -- teacher ---------------------------------------------------------------------------------
+    def teacher(self) -> dict[str, Any]:
+        if (done := self.record("teacher")) is not None:
+            return done
+        dataset = load_dataset(self.spec.dataset)
+        unet = unet_config(self.spec, dataset)
+        started = time.perf_counter()
+        net: nn.Module
+        if self.spec.teacher.checkpoint:
+            net, config = load_unet(self.spec.teacher.checkpoint)
+            check_compatible(
+                self.spec.teacher.checkpoint, config, unet, self.diffusion, self.spec.dataset
+            )
+            loss = float("nan")
+        else:
+            t = self.spec.teacher.train
+            torch.manual_seed(self.spec.seed)
+            net, result = train_teacher(
+                UNet(unet),
+                data=dataset.images,
+                diffusion=self.diffusion,
+                config=TeacherTrainConfig(
+                    updates=t.updates,
+                    batch_size=t.batch_size,
+                    lr=t.lr,
+                    warmup_updates=t.warmup_updates,
+                    ema_decay=t.ema_decay,
+                    grad_clip=t.grad_clip,
+                    seed=self.spec.seed,
+                ),
+            )
+            config, loss = {"unet": unet.to_dict()}, result.final_loss
+        config = {
+            **config,
+            "role": "teacher",
+            "steps": self.spec.steps.start,
+            "diffusion": asdict(self.diffusion),
+            "campaign": self.spec.name,
+            "spec": self.spec.model_dump(mode="json"),
+        }
+        uri = self.storage.write_bytes(
+            self.rel("teacher.safetensors"), _checkpoint_bytes(net.state_dict(), config)
+        )
+        return self.write_record(
+            "teacher",
+            {"uri": uri, "train_seconds": time.perf_counter() - started, "final_loss": loss},
+        )
+
+    # -- one round: tune → train → evaluate ------------------------------------------------------
+    def job(
+        self,
+        plan: RoundPlan,
+        teacher_uri: str,
+        *,
+        lr: float,
+        name: str,
+        stop_at: int,
+        init_checkpoint: str | None = None,
+    ) -> RoundJob:
+        dataset = load_dataset(self.spec.dataset)
+        d = self.spec.distill
+        return RoundJob(
+            name=name,
+            dataset=self.spec.dataset,
+            teacher_uri=teacher_uri,
+            unet=unet_config(self.spec, dataset).replace(dropout=0.0).to_dict(),
+            output=self.diffusion.output,
+            weighting=self.diffusion.weighting,
+            student_steps=plan.student_steps,
+            updates=plan.updates,
+            stop_at=stop_at,
+            batch_size=d.batch_size,
+            lr=lr,
+            grad_clip=d.grad_clip,
+            seed=self.spec.seed + plan.round,
+            report_every=min(d.checkpoint_every, stop_at),
+            init_checkpoint=init_checkpoint,
+            storage_uri=self.storage.root_uri,
+            mlflow_uri=self.settings.mlflow_tracking_uri,
+        )
+
+    def tune(self, plan: RoundPlan, teacher_uri: str) -> dict[str, Any]:
+        stage = f"round-{plan.round}-tune"
+        if (done := self.record(stage)) is not None:
+            return done
+        if not self.spec.tune.enabled:
+            return self.write_record(stage, {"lr": self.spec.distill.lr, "init_checkpoint": None})
+        from orchestrator.ray_tune import search_lr
+
+        tracker = self.tracker()
+        round_run = self.round_run(tracker, plan)
+        result = search_lr(self, plan, teacher_uri, tracker=tracker, round_run=round_run)
+        tracker.params(round_run, {"lr": result["lr"]})
+        return self.write_record(stage, result)
+
+    def train(self, plan: RoundPlan, teacher_uri: str, tuned: dict[str, Any]) -> dict[str, Any]:
+        stage = f"round-{plan.round}-train"
+        if (done := self.record(stage)) is not None:
+            return done
+        tracker = self.tracker()
+        round_run = self.round_run(tracker, plan)
+        tracker.params(round_run, {"lr": tuned["lr"]})
+        job = self.job(
+            plan,
+            teacher_uri,
+            lr=tuned["lr"],
+            name=f"{self.spec.name}-round-{plan.round}",
+            stop_at=plan.updates,
+            init_checkpoint=tuned.get("init_checkpoint"),
+        )
+        job = RoundJob(**{**asdict(job), "mlflow_run_id": round_run})
+        started = time.perf_counter()
+        result = run_train(self, job)
+        if "diverged" in (result.return_value or {}):
+            tracker.finish(round_run, "FAILED")
+            raise StageError(f"round {plan.round}: {result.return_value['diverged']}")
+        state = student_from_train_checkpoint(result.checkpoint.path, result.checkpoint.filesystem)
+        config = {
+            "role": "student",
+            "steps": plan.student_steps,
+            "round": plan.round,
+            "unet": job.unet,
+            "diffusion": asdict(self.diffusion),
+            "campaign": self.spec.name,
+            "lr": tuned["lr"],
+            "spec": self.spec.model_dump(mode="json"),
+        }
+        uri = self.storage.write_bytes(
+            self.rel(f"round-{plan.round}/student.safetensors"), _checkpoint_bytes(state, config)
+        )
+        tracker.tag(round_run, "pdistill.checkpoint", uri)
+        metrics = result.metrics or {}
+        seconds = time.perf_counter() - started
+        tracker.metrics(round_run, {"time/train_wall_seconds": seconds})
+        return self.write_record(
+            stage,
+            {
+                "uri": uri,
+                "lr": tuned["lr"],
+                "train_seconds": seconds,
+                "final_loss": metrics.get("train_loss", math.nan),
+                "val_loss": metrics.get("val_loss", math.nan),
+                "run_id": round_run,
+            },
+        )
+
+    def reference(self) -> FeatureStats:
+        """Reference statistics of the dataset, computed once per campaign, kept in storage."""
+        dataset = load_dataset(self.spec.dataset)
+        net = feature_net(self.spec, dataset, self.settings.cache_dir)
+        rel = self.rel("reference-stats.npz")
+        raw = self.storage.read_bytes(rel)
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "ref.npz"
+            if raw is not None:
+                path.write_bytes(raw)
+                stats = FeatureStats.load(path)
+                if stats.features == net.name:
+                    return stats
+            stats = compute_stats(net, dataset.images)
+            stats.save(path)
+            self.storage.write_bytes(rel, path.read_bytes())
+        return stats
+
+    def evaluate(
+        self,
+        step_count: int,
+        uri: str,
+        stage: str,
+        *,
+        tracker_run: str | None,
+        teacher_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """FID of the model at `uri` (and of the DDIM teacher) at `step_count` steps."""
+        if (done := self.record(stage)) is not None:
+            return done
+        dataset = load_dataset(self.spec.dataset)
+        features = feature_net(self.spec, dataset, self.settings.cache_dir)
+        reference = self.reference()
+        shape = (dataset.num_channels, dataset.image_size, dataset.image_size)
+        noise = eval_noise(count=self.spec.evaluation.samples, shape=shape, seed=self.spec.seed + 1)
+        out: dict[str, Any] = {
+            "steps": step_count,
+            "features": features.name,
+            "samples": len(noise),
+        }
+        started = time.perf_counter()
+        pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
+        for key, model_uri in pairs:
+            net, _ = load_unet(model_uri)
+            ev = evaluate(
+                net,
+                noise=noise,
+                num_steps=step_count,
+                output=self.diffusion.output,
+                features=features,
+                reference=reference,
+                batch_size=self.spec.evaluation.batch_size,
+            )
+            out[key] = ev.fid
+            name = "distilled" if key == "fid" else "ddim"
+            buf = io.BytesIO()
+            np.savez_compressed(
+                buf,
+                images=((ev.images.clamp(-1, 1) + 1) * 127.5)
+                .round()
+                .to(torch.uint8)
+                .permute(0, 2, 3, 1)
+                .numpy(),
+            )
+            self.storage.write_bytes(self.rel(f"samples/{name}-{step_count}.npz"), buf.getvalue())
+            png = grid_png(
+                ((ev.images[:64].clamp(-1, 1) + 1) * 127.5)
+                .round()
+                .to(torch.uint8)
+                .permute(0, 2, 3, 1)
+                .numpy()
+            )
+            out[f"{name}_grid"] = self.storage.write_bytes(
+                self.rel(f"samples/{name}-{step_count}.png"), png
+            )
+        out["eval_seconds"] = time.perf_counter() - started
+        if tracker_run is not None:
+            tracker = self.tracker()
+            tracker.metrics(
+                tracker_run,
+                {f"eval/{k}": out[k] for k in ("fid", "ddim_fid") if k in out}
+                | {"time/eval_seconds": out["eval_seconds"]},
+                step=step_count,
+            )
+            tracker.tag(tracker_run, "pdistill.samples_grid", out["distilled_grid"])
+        return self.write_record(stage, out)
+
+
+def run_train(campaign: Campaign, job: RoundJob, *, callbacks: list[Any] | None = None) -> Any:
+    """One TorchTrainer.fit() for `job` (resumes from storage if the run was interrupted)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    res = campaign.spec.resources
+    storage = campaign.storage
+    trainer = TorchTrainer(
+        train_worker,  # type: ignore[arg-type]  # its return value is Result.return_value
+        train_loop_config=asdict(job),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res.workers,
+            use_gpu=res.gpus_per_worker > 0,
+            resources_per_worker={"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=job.name,
+            storage_path=storage.path(f"{campaign.prefix}/ray"),
+            storage_filesystem=storage.fs,
+            failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+    )
+    return trainer.fit()

@@ -1,0 +1,86 @@
+"""Campaign storage: a local directory or `s3://bucket/prefix`, through pyarrow's filesystems.
+
+Objects are written whole: an S3 PUT becomes visible only when complete, and a local file is
+written to a temporary name and renamed, so a reader never sees a partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI."""
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    # AWS_ENDPOINT_URL is the standard variable boto3 honours; pass it to pyarrow explicitly.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        return pafs.S3FileSystem(endpoint_override=host, scheme=scheme, allow_bucket_creation=True)
+    return pafs.S3FileSystem(allow_bucket_creation=True)
+
+
+class Storage:
+    """Paths inside one root. `uri(rel)` is what a checkpoint reference looks like to others."""
+
+    def __init__(self, root_uri: str) -> None:
+        self.root_uri = root_uri.rstrip("/")
+        if root_uri.startswith("s3://"):
+            self.fs: pafs.FileSystem = s3_filesystem()
+            self.root = self.root_uri.removeprefix("s3://")
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.root = str(Path(root_uri.removeprefix("file://")).expanduser().resolve())
+            self.root_uri = self.root
+
+    @property
+    def is_s3(self) -> bool:
+        return isinstance(self.fs, pafs.S3FileSystem)
+
+    def path(self, rel: str) -> str:
+        """The filesystem path of `rel` (no scheme), for pyarrow and Ray's storage_filesystem."""
+        return posixpath.join(self.root, rel)
+
+    def uri(self, rel: str) -> str:
+        return posixpath.join(self.root_uri, rel)
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        target = self.path(rel)
+        try:
+            self.fs.create_dir(posixpath.dirname(target), recursive=True)
+            if self.is_s3:
+                with self.fs.open_output_stream(target) as f:
+                    f.write(data)
+            else:
+                tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+                with self.fs.open_output_stream(tmp) as f:
+                    f.write(data)
+                self.fs.move(tmp, target)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri(rel)}: {exc}") from exc
+        return self.uri(rel)
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        try:
+            with self.fs.open_input_stream(self.path(rel)) as f:
+                data: bytes = f.read()
+                return data
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri(rel)}: {exc}") from exc
+
+    def exists(self, rel: str) -> bool:
+        info = self.fs.get_file_info(self.path(rel))
+        return bool(info.type != pafs.FileType.NotFound)
+
+    def upload_file(self, local: Path, rel: str) -> str:
+        return self.write_bytes(rel, local.read_bytes())

@@ -1,0 +1,93 @@
+"""MLflow tracking through an explicit `MlflowClient`: campaign run ⊃ round runs ⊃ trial runs.
+
+Runs are found again by their tags before one is created, so re-running a campaign after a
+crash logs into the same runs instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+EXPERIMENT = "pdistill"
+
+
+class Tracker:
+    def __init__(self, tracking_uri: str, *, artifact_root: str | None = None) -> None:
+        if tracking_uri.startswith("file:") or "://" not in tracking_uri:
+            raise ValueError(
+                f"mlflow tracking URI {tracking_uri!r}: use sqlite:///PATH or http(s)://HOST "
+                "(MLflow 3's file store is not supported)"
+            )
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            self.experiment_id = exp.experiment_id
+        else:
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    EXPERIMENT, artifact_location=artifact_root
+                )
+            except MlflowException:  # created concurrently by another process
+                got = self.client.get_experiment_by_name(EXPERIMENT)
+                assert got is not None
+                self.experiment_id = got.experiment_id
+
+    def run(self, *, name: str, key: str, parent: str | None = None, **tags: str) -> str:
+        """The id of the run tagged `pdistill.key = key`, created (nested under `parent`) if new."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`pdistill.key` = '{key}'", max_results=1
+        )
+        if found:
+            return str(found[0].info.run_id)
+        all_tags = {"pdistill.key": key, **{f"pdistill.{k}": v for k, v in tags.items()}}
+        if parent is not None:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent
+        return str(
+            self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+        )
+
+    def params(self, run_id: str, params: dict[str, Any]) -> None:
+        existing = self.client.get_run(run_id).data.params
+        for k, v in params.items():
+            if k not in existing:  # params are immutable in MLflow; a resumed stage re-logs them
+                self.client.log_param(run_id, k, str(v)[:6000])
+
+    def metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
+
+    def tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+    def artifact_json(self, run_id: str, name: str, data: Any) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / name
+            p.write_text(json.dumps(data, indent=2, default=str))
+            self.artifact(run_id, p)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def register(self, name: str, *, source: str, run_id: str) -> str:
+        """Register `source` (the student checkpoint URI) as a new version of model `name`."""
+        with contextlib.suppress(MlflowException):  # already registered
+            self.client.create_registered_model(name)
+        for mv in self.client.search_model_versions(f"name = '{name}'"):
+            if mv.run_id == run_id and mv.source == source:
+                return str(mv.version)
+        return str(self.client.create_model_version(name, source=source, run_id=run_id).version)
