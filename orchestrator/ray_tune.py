@@ -70,7 +70,9 @@ def search_lr(
 
     reports = max(1, math.ceil(trial_updates / base.report_every))
     tuner = tune.Tuner(
-        tune.with_resources(trial, {"cpu": 0.01}),
+        # The trial only drives its TorchTrainer: it must not hold a CPU share, or workers that
+        # ask for whole CPUs no longer fit a small cluster. A head bundle cannot be empty.
+        tune.with_resources(trial, tune.PlacementGroupFactory([{"memory": 2**20}])),
         param_space={"trial": tune.grid_search(list(range(spec.trials)))},
         tune_config=tune.TuneConfig(
             metric="val_loss",

@@ -3,7 +3,6 @@ returns that record instead of running again. Records are written after their ou
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import tempfile
@@ -12,7 +11,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -22,25 +20,18 @@ from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
-from workers.checkpoint import load_unet
+from workers.checkpoint import checkpoint_bytes, load_unet
 from workers.config import DiffusionConfig, TeacherTrainConfig
 from workers.data import load_dataset
 from workers.evaluate import eval_noise, evaluate
 from workers.fid import FeatureStats, compute_stats
-from workers.images import grid_png
+from workers.images import samples_files
 from workers.teacher import train_teacher
 from workers.unet import UNet
 
 
 class StageError(RuntimeError):
     """A stage failed for good; the campaign is marked failed with this reason."""
-
-
-def _checkpoint_bytes(state: dict[str, torch.Tensor], config: dict[str, Any]) -> bytes:
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    return save(tensors, metadata={"pdistill_config": json.dumps(config, sort_keys=True)})
 
 
 class Campaign:
@@ -133,7 +124,7 @@ class Campaign:
             "spec": self.spec.model_dump(mode="json"),
         }
         uri = self.storage.write_bytes(
-            self.rel("teacher.safetensors"), _checkpoint_bytes(net.state_dict(), config)
+            self.rel("teacher.safetensors"), checkpoint_bytes(net.state_dict(), config)
         )
         return self.write_record(
             "teacher",
@@ -220,7 +211,7 @@ class Campaign:
             "spec": self.spec.model_dump(mode="json"),
         }
         uri = self.storage.write_bytes(
-            self.rel(f"round-{plan.round}/student.safetensors"), _checkpoint_bytes(state, config)
+            self.rel(f"round-{plan.round}/student.safetensors"), checkpoint_bytes(state, config)
         )
         tracker.tag(round_run, "pdistill.checkpoint", uri)
         metrics = result.metrics or {}
@@ -293,23 +284,8 @@ class Campaign:
             )
             out[key] = ev.fid
             name = "distilled" if key == "fid" else "ddim"
-            buf = io.BytesIO()
-            np.savez_compressed(
-                buf,
-                images=((ev.images.clamp(-1, 1) + 1) * 127.5)
-                .round()
-                .to(torch.uint8)
-                .permute(0, 2, 3, 1)
-                .numpy(),
-            )
-            self.storage.write_bytes(self.rel(f"samples/{name}-{step_count}.npz"), buf.getvalue())
-            png = grid_png(
-                ((ev.images[:64].clamp(-1, 1) + 1) * 127.5)
-                .round()
-                .to(torch.uint8)
-                .permute(0, 2, 3, 1)
-                .numpy()
-            )
+            npz, png = samples_files(ev.images)
+            self.storage.write_bytes(self.rel(f"samples/{name}-{step_count}.npz"), npz)
             out[f"{name}_grid"] = self.storage.write_bytes(
                 self.rel(f"samples/{name}-{step_count}.png"), png
             )

@@ -46,11 +46,15 @@ def save_checkpoint(
     path: Path, *, state_dict: dict[str, torch.Tensor], config: dict[str, Any]
 ) -> Path:
     """Write `path` (.safetensors) and `path.with_suffix('.json')`; returns `path`."""
-    text = json.dumps(config, sort_keys=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     write_atomic(path.with_suffix(".json"), json.dumps(config, indent=2, sort_keys=True).encode())
-    write_atomic(path, st_save(tensors, metadata={CONFIG_KEY: text}))
+    write_atomic(path, checkpoint_bytes(state_dict, config))
     return path
+
+
+def checkpoint_bytes(state_dict: dict[str, torch.Tensor], config: dict[str, Any]) -> bytes:
+    """The safetensors file of a checkpoint, config in its header (for object stores)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    return st_save(tensors, metadata={CONFIG_KEY: json.dumps(config, sort_keys=True)})
 
 
 def load_checkpoint(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -19,13 +19,19 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def save_samples(images: Tensor, *, npz_path: Path, png_path: Path, grid_max: int = 64) -> None:
-    """Write all samples to `npz_path` (array `images`, uint8 [B, H, W, C]) and a grid PNG."""
+def samples_files(images: Tensor, *, grid_max: int = 64) -> tuple[bytes, bytes]:
+    """(npz bytes: array `images`, uint8 [B, H, W, C]; PNG bytes: a grid of the first ones)."""
     arr = to_uint8(images)
     buf = io.BytesIO()
     np.savez_compressed(buf, images=arr)
-    write_atomic(npz_path, buf.getvalue())
-    write_atomic(png_path, grid_png(arr[:grid_max]))
+    return buf.getvalue(), grid_png(arr[:grid_max])
+
+
+def save_samples(images: Tensor, *, npz_path: Path, png_path: Path, grid_max: int = 64) -> None:
+    """Write all samples to `npz_path` and a grid PNG to `png_path`."""
+    npz, png = samples_files(images, grid_max=grid_max)
+    write_atomic(npz_path, npz)
+    write_atomic(png_path, png)
 
 
 def grid_png(arr: np.ndarray, *, pad: int = 1) -> bytes:

@@ -2,11 +2,9 @@
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 
 from orchestrator.local import RunError, run_local
@@ -110,44 +108,6 @@ def test_nan_round_stops_with_round_and_update_and_keeps_earlier(tmp_path, finis
     assert ckpt.exists() and (out / "round-1" / "record.json").exists()
     assert (out / "teacher.safetensors").exists()
     assert not (out / "round-2" / "student.safetensors").exists()
-
-
-def test_cli_rejects_bad_spec_before_training(tmp_path):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(yaml.safe_dump({**SPEC, "steps": {"start": 6, "target": 1}}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "api.cli", "local-run", str(spec), "--out", str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    assert "steps.start" in proc.stdout and "power of two" in proc.stdout
-    assert not (tmp_path / "o").exists()
-
-
-def test_cli_runs_and_prints_round_table(tmp_path, finished, cache_dir):
-    src, _, _ = finished
-    spec = tmp_path / "tiny.yaml"
-    spec.write_text(yaml.safe_dump(SPEC))
-    out = tmp_path / "o"
-    subprocess.run(["cp", "-r", str(src), str(out)], check=True)  # resumes: prints the table only
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "api.cli",
-            "local-run",
-            str(spec),
-            "--out",
-            str(out),
-            "--cache-dir",
-            str(cache_dir),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "distilled FID" in proc.stdout and "teacher" in proc.stdout
 
 
 def test_teacher_from_checkpoint_is_loaded_not_trained(tmp_path, finished, cache_dir):

@@ -1,0 +1,50 @@
+"""The `pdistill` command line, run as a subprocess the way a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+TINY = {
+    "name": "cli-tiny",
+    "dataset": "builtin:digits",
+    "model": {"preset": "digits-small"},
+    "teacher": {"train": {"updates": 20, "batch_size": 16, "warmup_updates": 2}},
+    "steps": {"start": 2, "target": 1},
+    "distill": {"updates": 5, "batch_size": 16},
+    "evaluation": {"samples": 32, "batch_size": 32},
+}
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_local_run_prints_round_table_and_writes_report(tmp_path, cache_dir):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    proc = _cli("local-run", str(spec), "--out", str(out), "--cache-dir", str(cache_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "distilled FID" in proc.stdout and "teacher" in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [r["steps"] for r in report["rounds"]] == [1]
+    assert (out / "fid_vs_steps.png").exists()
+
+
+def test_bad_spec_exits_2_naming_field_before_training(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "steps": {"start": 6, "target": 1}}))
+    proc = _cli("local-run", str(spec), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "steps.start" in proc.stdout and "power of two" in proc.stdout
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_spec_file_is_a_clear_error(tmp_path):
+    proc = _cli("local-run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert "nope.yaml" in proc.stdout and "cannot read spec" in proc.stdout
