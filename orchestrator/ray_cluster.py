@@ -24,7 +24,14 @@ def connect(settings: Settings, *, num_cpus: int | None = None) -> Iterator[str]
         ray.init(address=settings.ray_address, log_to_driver=False)
         where = f"Ray at {settings.ray_address}"
     else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), log_to_driver=False)
+        # The dashboard serves the state API, which Train's PlacementGroupCleaner needs to free
+        # the workers of a Tune trial that was stopped mid-run; without it they leak.
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=True,
+            log_to_driver=False,
+        )
         where = "a local Ray started for this run"
     try:
         yield where

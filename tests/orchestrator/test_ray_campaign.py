@@ -37,7 +37,7 @@ def ray_cluster(s3_endpoint):
     import ray
 
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
-    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=True)
     yield
     ray.shutdown()
 
