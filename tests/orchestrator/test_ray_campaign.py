@@ -4,15 +4,12 @@ Checkpoints and records go to a real S3 endpoint (moto_server on 127.0.0.1); MLf
 store in a temp dir. Nothing here is mocked.
 """
 
-import os
-
 import boto3
 import pytest
 import torch
 from mlflow import MlflowClient
 
 from orchestrator.campaign import run_campaign
-from orchestrator.settings import Settings
 from orchestrator.spec import parse_spec
 from orchestrator.stages import StageError
 from workers.checkpoint import load_unet
@@ -30,27 +27,6 @@ SPEC = {
     "resources": {"workers": 2, "max_failures": 1},
     "evaluation": {"samples": 64, "batch_size": 64},
 }
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(s3_endpoint):
-    import ray
-
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
-    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=True)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory, s3_endpoint, cache_dir):
-    boto3.client("s3").create_bucket(Bucket="pdistill-test")
-    tmp = tmp_path_factory.mktemp("ray-campaign")
-    return Settings(
-        storage_uri="s3://pdistill-test/store",
-        mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
-        cache_dir=cache_dir,
-    )
 
 
 def _runs(client):

@@ -1,0 +1,31 @@
+"""Shared by the Ray tests: one local Ray cluster, S3 on moto_server, MLflow on SQLite."""
+
+import os
+
+import boto3
+import pytest
+
+from orchestrator.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint):
+    import ray
+
+    # Read by Train V2's controller (propagated from the driver): report polls every 0.1 s.
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
+    # The dashboard serves the state API that frees a stopped Tune trial's workers.
+    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory, s3_endpoint, cache_dir):
+    boto3.client("s3").create_bucket(Bucket="pdistill-test")
+    tmp = tmp_path_factory.mktemp("ray-campaign")
+    return Settings(
+        storage_uri="s3://pdistill-test/store",
+        mlflow_tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
+        cache_dir=cache_dir,
+    )
