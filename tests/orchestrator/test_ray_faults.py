@@ -1,8 +1,10 @@
 """Faults on a real local Ray cluster: a Train worker killed mid-round."""
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -74,3 +76,71 @@ def test_killed_train_worker_resumes_round_from_checkpoint(ray_cluster, settings
     assert steps.count(100) == 1 and max(steps) == 1500, steps
     assert at_step in steps
     assert replacements, "Train did not start a new worker group after the kill"
+
+
+DRIVER = """
+import sys, ray
+from orchestrator.campaign import run_campaign
+from orchestrator.settings import Settings
+from orchestrator.spec import parse_spec
+import json
+spec, settings = json.loads(sys.argv[2]), Settings.model_validate_json(sys.argv[3])
+ray.init(address=sys.argv[1], log_to_driver=False)
+run_campaign(parse_spec(spec), settings, poll_s=0.5)
+"""
+
+DRIVER_SPEC = {
+    **KILL_SPEC,
+    "name": "ray-driver-kill",
+    "steps": {"start": 4, "target": 1},
+    "distill": {"updates": 1000, "batch_size": 32, "checkpoint_every": 100},
+}
+
+
+def _round_runs(client: MlflowClient, campaign: str) -> list:
+    exp = client.get_experiment_by_name("pdistill")
+    return client.search_runs(
+        [exp.experiment_id],
+        f"tags.`pdistill.kind` = 'round' and tags.`pdistill.key` LIKE 'campaign/{campaign}/%'",
+    )
+
+
+def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, settings, tmp_path):
+    import ray
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    key2 = "campaign/ray-driver-kill/round-2"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            ray.get_runtime_context().gcs_address,
+            json.dumps(DRIVER_SPEC),
+            settings.model_dump_json(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    at_step = None
+    while driver.poll() is None and time.monotonic() < deadline:
+        steps = _loss_history(client, key2)
+        if steps and max(steps) >= 200:
+            at_step = max(steps)
+            driver.kill()  # SIGKILL: no cleanup, as in a crash
+            break
+        time.sleep(0.2)
+    driver.wait(timeout=60)
+    assert at_step is not None, "the driver finished or stalled before round 2 checkpointed"
+    # Ray tears down what the dead driver owned (its tasks, their Train runs).
+    while _train_worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    report = run_campaign(parse_spec(DRIVER_SPEC), settings, poll_s=0.5)
+    assert [r["steps"] for r in report["rounds"]] == [2, 1]
+    assert len(_round_runs(client, "ray-driver-kill")) == 2  # no duplicate round runs
+    round1 = _loss_history(client, "campaign/ray-driver-kill/round-1")
+    assert round1.count(1000) == 1  # round 1 was not recomputed
+    steps2 = _loss_history(client, key2)
+    assert steps2.count(100) == 1 and max(steps2) == 1000, steps2  # resumed, not restarted
