@@ -18,7 +18,7 @@ from torch import nn
 from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
 from orchestrator.spec import CampaignSpec, plan_rounds
 from workers.checkpoint import load_unet, save_checkpoint, write_atomic
-from workers.config import DiffusionConfig, DistillConfig, TeacherTrainConfig
+from workers.config import DiffusionConfig, DistillConfig
 from workers.data import ImageDataset, load_dataset
 from workers.distill import distill_round
 from workers.evaluate import Evaluation, eval_noise, evaluate
@@ -155,15 +155,7 @@ class LocalRun:
             net, seconds, loss = self._load(self.spec.teacher.checkpoint), 0.0, float("nan")
         else:
             t = self.spec.teacher.train
-            cfg = TeacherTrainConfig(
-                updates=t.updates,
-                batch_size=t.batch_size,
-                lr=t.lr,
-                warmup_updates=t.warmup_updates,
-                ema_decay=t.ema_decay,
-                grad_clip=t.grad_clip,
-                seed=self.spec.seed,
-            )
+            cfg = t.resolve(seed=self.spec.seed)
             torch.manual_seed(self.spec.seed)
             on_progress = self.progress.task("teacher training", t.updates)
             try:

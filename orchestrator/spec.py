@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workers.config import TeacherTrainConfig
 from workers.data import BUILTINS, local_path
 from workers.parameterization import ModelOutput, Weighting
 from workers.unet import PRESETS, UNetConfig
@@ -61,6 +62,9 @@ class TeacherTrainSpec(_Frozen):
     warmup_updates: Annotated[int, Field(ge=0)] = 200
     ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.999
     grad_clip: PosFloat = 1.0
+
+    def resolve(self, *, seed: int) -> TeacherTrainConfig:
+        return TeacherTrainConfig(**self.model_dump(), seed=seed)
 
 
 class TeacherSpec(_Frozen):

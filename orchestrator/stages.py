@@ -21,7 +21,7 @@ from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
 from workers.checkpoint import checkpoint_bytes, load_unet
-from workers.config import DiffusionConfig, TeacherTrainConfig
+from workers.config import DiffusionConfig
 from workers.data import load_dataset
 from workers.evaluate import eval_noise, evaluate
 from workers.fid import FeatureStats, compute_stats
@@ -104,15 +104,7 @@ class Campaign:
                 UNet(unet),
                 data=dataset.images,
                 diffusion=self.diffusion,
-                config=TeacherTrainConfig(
-                    updates=t.updates,
-                    batch_size=t.batch_size,
-                    lr=t.lr,
-                    warmup_updates=t.warmup_updates,
-                    ema_decay=t.ema_decay,
-                    grad_clip=t.grad_clip,
-                    seed=self.spec.seed,
-                ),
+                config=t.resolve(seed=self.spec.seed),
             )
             config, loss = {"unet": unet.to_dict()}, result.final_loss
         config = {
