@@ -22,6 +22,7 @@ from orchestrator.report import RoundResult, TeacherResult
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan
 from orchestrator.stages import Campaign, StageError
+from orchestrator.tracking import Tracker
 
 
 def _gate(campaign: Campaign, previous: list[dict[str, Any]]) -> None:
@@ -165,10 +166,11 @@ def run_campaign(
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     final = submit(c, eval_gpus=gpus)
     last = ""
+    tracker = c.tracker()
     try:
         while True:
             ready, _ = ray.wait([final], timeout=poll_s)
-            status = describe(c)
+            status = describe(c, tracker)
             if on_status is not None and status != last:
                 on_status(status)
                 last = status
@@ -187,14 +189,28 @@ def write_status(c: Campaign, state: str, *, reason: str | None = None) -> None:
     c.storage.write_bytes(c.rel("status.json"), json.dumps(data).encode())
 
 
-def describe(c: Campaign) -> str:
-    """A one-line progress summary from the stage records in storage."""
+def describe(c: Campaign, tracker: Tracker | None = None) -> str:
+    """A one-line progress summary from the stage records in storage and, while a round
+    trains, its latest reported update and loss in MLflow (with an ETA from their rate)."""
     done = [p for p in c.plan if c.record(f"round-{p.round}-train") is not None]
     if c.record("teacher") is None:
         return "teacher: training" if not c.spec.teacher.checkpoint else "teacher: loading"
     if len(done) == len(c.plan):
         return f"all {len(c.plan)} rounds trained; evaluating and reporting"
     p = c.plan[len(done)]
-    return f"round {p.round}/{len(c.plan)} ({p.teacher_steps}→{p.student_steps} steps): " + (
-        "tuning LR" if c.record(f"round-{p.round}-tune") is None else "training"
-    )
+    head = f"round {p.round}/{len(c.plan)} ({p.teacher_steps}→{p.student_steps} steps)"
+    if c.record(f"round-{p.round}-tune") is None:
+        return f"{head}: tuning LR"
+    if tracker is None:
+        return f"{head}: training"
+    history = tracker.history(f"campaign/{c.spec.name}/round-{p.round}", "train/loss")
+    if not history:
+        return f"{head}: training, starting"
+    last = history[-1]
+    eta = ""
+    if len(history) >= 2 and last.step > history[0].step:
+        rate = (last.step - history[0].step) / max(
+            1e-3, (last.timestamp - history[0].timestamp) / 1e3
+        )
+        eta = f", eta {(p.updates - last.step) / rate:.0f}s"
+    return f"{head}: update {last.step}/{p.updates}, loss {last.value:.4g}{eta}"

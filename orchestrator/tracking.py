@@ -45,17 +45,25 @@ class Tracker:
 
     def run(self, *, name: str, key: str, parent: str | None = None, **tags: str) -> str:
         """The id of the run tagged `pdistill.key = key`, created (nested under `parent`) if new."""
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`pdistill.key` = '{key}'", max_results=1
-        )
-        if found:
-            return str(found[0].info.run_id)
+        if (found := self._find(key)) is not None:
+            return found
         all_tags = {"pdistill.key": key, **{f"pdistill.{k}": v for k, v in tags.items()}}
         if parent is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent
         return str(
             self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
         )
+
+    def history(self, key: str, metric: str) -> list[Metric]:
+        """The metric's history in the run tagged `pdistill.key = key` (empty if none yet)."""
+        run_id = self._find(key)
+        return [] if run_id is None else list(self.client.get_metric_history(run_id, metric))
+
+    def _find(self, key: str) -> str | None:
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`pdistill.key` = '{key}'", max_results=1
+        )
+        return str(found[0].info.run_id) if found else None
 
     def params(self, run_id: str, params: dict[str, Any]) -> None:
         existing = self.client.get_run(run_id).data.params
