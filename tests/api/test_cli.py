@@ -48,3 +48,12 @@ def test_missing_spec_file_is_a_clear_error(tmp_path):
     proc = _cli("local-run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "nope.yaml" in proc.stdout and "cannot read spec" in proc.stdout
+
+
+def test_run_rejects_bad_spec_before_starting_ray(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "resources": {"workers": 0}}))
+    proc = _cli("run", str(spec))
+    assert proc.returncode == 2
+    assert "resources.workers" in proc.stdout and "greater than 0" in proc.stdout
+    assert "Ray" not in proc.stdout + proc.stderr  # failed before connecting
