@@ -162,6 +162,12 @@ def run_campaign(
     import ray
 
     c = Campaign(spec, settings)
+    stored = c.storage.read_bytes(c.rel("spec.json"))
+    if stored is not None and json.loads(stored) != spec.model_dump(mode="json"):
+        raise StageError(
+            f"{c.storage.uri(c.prefix)} holds another campaign named {spec.name!r} with a "
+            "different spec; re-run only the same spec, or give the campaign another name"
+        )
     c.storage.write_bytes(c.rel("spec.json"), spec.model_dump_json(indent=2).encode())
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     final = submit(c, eval_gpus=gpus)

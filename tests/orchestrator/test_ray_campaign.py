@@ -106,6 +106,12 @@ def test_rerun_skips_finished_stages_without_duplicate_runs(finished, settings):
     assert len(_runs(client)) == before
 
 
+def test_same_name_with_another_spec_is_refused(finished, settings):
+    changed = parse_spec({**SPEC, "seed": 1})
+    with pytest.raises(StageError, match="holds another campaign named 'ray-e2e'"):
+        run_campaign(changed, settings, poll_s=0.5)
+
+
 def test_quality_gate_fails_campaign_and_keeps_rounds(ray_cluster, settings, finished):
     spec = parse_spec(
         {
