@@ -83,7 +83,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     """The per-worker loop of a round (runs inside a Ray Train worker)."""
     import ray.train
     from ray.train import Checkpoint
-    from ray.train.torch import prepare_model
+    from ray.train.torch import get_device, prepare_model
 
     job = RoundJob(**cfg)
     ctx = ray.train.get_context()
@@ -109,7 +109,10 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             updater_state, _ = _restore(Path(d), student)
     else:
         student.load_state_dict(teacher.state_dict())
-    model = prepare_model(student)
+    model = prepare_model(student)  # DDP when world > 1; on the worker's GPU if it has one
+    device = get_device()
+    teacher.to(device)
+    shard = shard.to(device)
     updates = job.updates
     updater = Updater(
         model,
@@ -122,7 +125,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         updater.load_state_dict(updater_state)
     # Fixed held-out (x, ε, i) triples: the validation loss compares learning rates fairly.
     vgen = torch.Generator().manual_seed(10_000 + job.seed)
-    val_x = val_ds.images[:VAL_PAIRS]
+    val_x = val_ds.images[:VAL_PAIRS].to(device)
     val_eps = torch.randn(val_x.shape, generator=vgen)
     val_i = torch.randint(0, job.student_steps, (val_x.shape[0],), generator=vgen)
     # Re-seeded from the update count, so a resumed run draws fresh batches deterministically.
