@@ -22,8 +22,9 @@ from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
 from workers.checkpoint import checkpoint_bytes, load_unet
 from workers.config import DiffusionConfig
-from workers.data import load_dataset
+from workers.data import ImageDataset, load_dataset
 from workers.evaluate import eval_noise, evaluate
+from workers.features import FeatureNet
 from workers.fid import FeatureStats, compute_stats
 from workers.images import samples_files
 from workers.teacher import train_teacher
@@ -43,6 +44,8 @@ class Campaign:
         self.prefix = f"campaigns/{spec.name}"
         self.plan = plan_rounds(spec)
         self.diffusion = DiffusionConfig(spec.diffusion.output, spec.diffusion.weighting)
+        # The teacher's U-Net; its data shape comes from the dataset, read once here.
+        self.unet = unet_config(spec, load_dataset(spec.dataset))
 
     # -- records -------------------------------------------------------------------------------
     def rel(self, name: str) -> str:
@@ -88,7 +91,7 @@ class Campaign:
         if (done := self.record("teacher")) is not None:
             return done
         dataset = load_dataset(self.spec.dataset)
-        unet = unet_config(self.spec, dataset)
+        unet = self.unet
         started = time.perf_counter()
         net: nn.Module
         if self.spec.teacher.checkpoint:
@@ -134,13 +137,12 @@ class Campaign:
         stop_at: int,
         init_checkpoint: str | None = None,
     ) -> RoundJob:
-        dataset = load_dataset(self.spec.dataset)
         d = self.spec.distill
         return RoundJob(
             name=name,
             dataset=self.spec.dataset,
             teacher_uri=teacher_uri,
-            unet=unet_config(self.spec, dataset).replace(dropout=0.0).to_dict(),
+            unet=self.unet.replace(dropout=0.0).to_dict(),
             output=self.diffusion.output,
             weighting=self.diffusion.weighting,
             student_steps=plan.student_steps,
@@ -221,10 +223,8 @@ class Campaign:
             },
         )
 
-    def reference(self) -> FeatureStats:
+    def reference(self, dataset: ImageDataset, net: FeatureNet) -> FeatureStats:
         """Reference statistics of the dataset, computed once per campaign, kept in storage."""
-        dataset = load_dataset(self.spec.dataset)
-        net = feature_net(self.spec, dataset, self.settings.cache_dir)
         rel = self.rel("reference-stats.npz")
         raw = self.storage.read_bytes(rel)
         with tempfile.TemporaryDirectory() as d:
@@ -253,7 +253,7 @@ class Campaign:
             return done
         dataset = load_dataset(self.spec.dataset)
         features = feature_net(self.spec, dataset, self.settings.cache_dir)
-        reference = self.reference()
+        reference = self.reference(dataset, features)
         shape = (dataset.num_channels, dataset.image_size, dataset.image_size)
         noise = eval_noise(count=self.spec.evaluation.samples, shape=shape, seed=self.spec.seed + 1)
         out: dict[str, Any] = {

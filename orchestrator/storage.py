@@ -77,10 +77,3 @@ class Storage:
             return None
         except OSError as exc:
             raise StorageError(f"cannot read {self.uri(rel)}: {exc}") from exc
-
-    def exists(self, rel: str) -> bool:
-        info = self.fs.get_file_info(self.path(rel))
-        return bool(info.type != pafs.FileType.NotFound)
-
-    def upload_file(self, local: Path, rel: str) -> str:
-        return self.write_bytes(rel, local.read_bytes())

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from workers.parameterization import ModelOutput, Weighting
 
@@ -37,7 +36,3 @@ class DistillConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 50
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return asdict(config)
