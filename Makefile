@@ -10,12 +10,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; it never downloads one).
+browser:
+	command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
+
 demo: $(STAMP)
 	$(VENV)/bin/pdistill local-run examples/mnist-demo.yaml --out runs/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
-.PHONY: install demo test
+.PHONY: install browser demo test

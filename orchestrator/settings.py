@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HOME = Path.home() / ".pdistill"
@@ -23,3 +23,11 @@ class Settings(BaseSettings):
     storage_uri: str = Field(default_factory=lambda: str(HOME / "storage"))
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "pdistill")
     database_url: str = Field(default_factory=lambda: f"sqlite:///{HOME / 'pdistill.db'}")
+
+    # The control plane (`pdistill serve`): where it listens, and the admin bearer token.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    admin_token: SecretStr | None = None
+    # The CLI client (`pdistill submit/status/watch/...`): which API, with which team token.
+    api_url: str = "http://127.0.0.1:8000"
+    api_token: SecretStr | None = None
