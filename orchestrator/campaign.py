@@ -156,9 +156,14 @@ def run_campaign(
     settings: Settings,
     *,
     on_status: Callable[[str], None] | None = None,
+    on_poll: Callable[[Campaign, Tracker], None] | None = None,
     poll_s: float = 2.0,
 ) -> dict[str, Any]:
-    """Run (or resume) `spec` on the connected Ray cluster; returns the report."""
+    """Run (or resume) `spec` on the connected Ray cluster; returns the report.
+
+    Every `poll_s` seconds `on_status` gets a one-line summary when it changed and `on_poll` is
+    called with the campaign (its stage records) and the MLflow tracker, e.g. to copy progress
+    into the control plane's store."""
     import ray
 
     c = Campaign(spec, settings)
@@ -177,6 +182,8 @@ def run_campaign(
         while True:
             ready, _ = ray.wait([final], timeout=poll_s)
             status = describe(c, tracker)
+            if on_poll is not None:
+                on_poll(c, tracker)
             if on_status is not None and status != last:
                 on_status(status)
                 last = status

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
 
     # None: start a local Ray head on the fly (on a free port: Redis holds 6379 here).
     ray_address: str | None = None
+    # The Ray dashboard / Jobs API (http://HOST:8265); the control plane submits campaigns there.
+    ray_dashboard_url: str | None = None
     # A SQLite file by default; an http:// tracking server in production. Never the file store.
     mlflow_tracking_uri: str = Field(default_factory=lambda: f"sqlite:///{HOME / 'mlflow.db'}")
     # Where checkpoints, stage records and artifacts live: a local directory or s3://bucket/prefix.
