@@ -7,6 +7,7 @@ from `<storage>/<name>` by itself).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -54,21 +55,52 @@ class RoundJob:
     mlflow_run_id: str | None = None  # rank 0 logs train/loss and val/distill_loss here
 
 
+CHECKPOINT_FILES = ("student.safetensors", "updater.pt")
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A Train checkpoint whose files do not match its manifest (e.g. an interrupted upload)."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _save(dirpath: Path, student: torch.nn.Module, updater: Updater, meta: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
     save_file(state, str(dirpath / "student.safetensors"))
     torch.save(updater.state_dict(), dirpath / "updater.pt")
-    (dirpath / "meta.json").write_text(json.dumps(meta))
+    files = {name: _sha256(dirpath / name) for name in CHECKPOINT_FILES}
+    (dirpath / "meta.json").write_text(json.dumps({**meta, "files": files}))
 
 
-def _restore(dirpath: Path, student: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+def verified(dirpath: Path, where: str) -> dict[str, Any]:
+    """The checkpoint's meta.json, after checking every file against the digests it lists, so a
+    checkpoint that is incomplete in storage is refused instead of loaded."""
+    try:
+        meta: dict[str, Any] = json.loads((dirpath / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CorruptCheckpointError(f"checkpoint {where}: meta.json unreadable: {exc}") from exc
+    for name in CHECKPOINT_FILES:
+        path = dirpath / name
+        if not path.is_file():
+            raise CorruptCheckpointError(f"checkpoint {where}: {name} is missing")
+        if _sha256(path) != meta.get("files", {}).get(name):
+            raise CorruptCheckpointError(f"checkpoint {where}: {name} does not match its digest")
+    return meta
+
+
+def _restore(
+    dirpath: Path, student: torch.nn.Module, where: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     from safetensors.torch import load_file
 
+    meta = verified(dirpath, where)
     student.load_state_dict(load_file(str(dirpath / "student.safetensors")))
     updater_state = torch.load(dirpath / "updater.pt", weights_only=False)
-    return updater_state, json.loads((dirpath / "meta.json").read_text())
+    return updater_state, meta
 
 
 def _any_rank_true(flag: bool) -> bool:
@@ -102,11 +134,11 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
-            updater_state, _ = _restore(Path(d), student)
+            updater_state, _ = _restore(Path(d), student, resume.path)
     elif job.init_checkpoint is not None:
         fs = Storage(job.storage_uri).fs if job.storage_uri else None
         with Checkpoint(job.init_checkpoint, filesystem=fs).as_directory() as d:
-            updater_state, _ = _restore(Path(d), student)
+            updater_state, _ = _restore(Path(d), student, job.init_checkpoint)
     else:
         student.load_state_dict(teacher.state_dict())
     model = prepare_model(student)  # DDP when world > 1; on the worker's GPU if it has one
@@ -193,4 +225,5 @@ def student_from_train_checkpoint(path: str, filesystem: Any = None) -> dict[str
     from safetensors.torch import load_file
 
     with Checkpoint(path, filesystem=filesystem).as_directory() as d:
+        verified(Path(d), path)
         return load_file(str(Path(d) / "student.safetensors"))

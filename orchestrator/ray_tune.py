@@ -9,6 +9,7 @@ ASHA stops poor trials early on the held-out distillation loss.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
@@ -86,9 +87,13 @@ def search_lr(
             storage_filesystem=campaign.storage.fs,
         ),
     )
+    started = time.perf_counter()
     grid = tuner.fit()
+    res = campaign.spec.resources
+    trials = [grid[k] for k in range(len(grid))]
+    trial_seconds = sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in trials)
     results: list[dict[str, Any]] = []
-    for r in (grid[k] for k in range(len(grid))):
+    for r in trials:
         if r.error is not None or not r.metrics or not r.config:
             continue
         results.append(
@@ -115,4 +120,6 @@ def search_lr(
         "init_checkpoint": best["checkpoint_path"],
         "trials": results,
         "job": asdict(replace(base, name=f"{prefix}-trial-{best['trial']}")),
+        "wall_seconds": time.perf_counter() - started,
+        "gpu_seconds": trial_seconds * res.workers * res.gpus_per_worker,
     }

@@ -60,11 +60,27 @@ class Campaign:
         return data
 
     def tracker(self) -> Tracker:
-        return Tracker(self.settings.mlflow_tracking_uri)
+        uri = self.settings.mlflow_tracking_uri
+        # A SQLite store keeps artifacts beside the checkpoints (S3 or the local storage root);
+        # a tracking server decides for itself (its artifact proxy).
+        root = self.storage.uri("mlflow-artifacts") if uri.startswith("sqlite:") else None
+        return Tracker(uri, artifact_root=root)
 
     def campaign_run(self, tracker: Tracker) -> str:
-        run_id = tracker.run(name=self.spec.name, key=f"campaign/{self.spec.name}", kind="campaign")
-        tracker.params(run_id, {"spec": self.spec.model_dump_json(), "rounds": len(self.plan)})
+        key = f"campaign/{self.spec.name}"
+        found = tracker.find(key)
+        run_id = tracker.run(name=self.spec.name, key=key, kind="campaign")
+        if found is None:  # first time: the resolved spec and its plan, as params and a file
+            tracker.params(run_id, {"spec": self.spec.model_dump_json(), "rounds": len(self.plan)})
+            tracker.artifact_json(
+                run_id,
+                "resolved-spec.json",
+                {
+                    "spec": self.spec.model_dump(mode="json"),
+                    "plan": [asdict(p) for p in self.plan],
+                    "unet": self.unet.to_dict(),
+                },
+            )
         return run_id
 
     def round_run(self, tracker: Tracker, plan: RoundPlan) -> str:
@@ -153,6 +169,7 @@ class Campaign:
             grad_clip=d.grad_clip,
             seed=self.spec.seed + plan.round,
             report_every=min(d.checkpoint_every, stop_at),
+            threads=max(1, int(self.spec.resources.cpus_per_worker)),  # one per CPU it holds
             init_checkpoint=init_checkpoint,
             storage_uri=self.storage.root_uri,
             mlflow_uri=self.settings.mlflow_tracking_uri,
@@ -170,9 +187,18 @@ class Campaign:
         round_run = self.round_run(tracker, plan)
         result = search_lr(self, plan, teacher_uri, tracker=tracker, round_run=round_run)
         tracker.params(round_run, {"lr": result["lr"]})
+        tracker.metrics(
+            round_run,
+            {
+                "time/tune_wall_seconds": result["wall_seconds"],
+                "time/tune_gpu_seconds": result["gpu_seconds"],
+            },
+        )
         return self.write_record(stage, result)
 
     def train(self, plan: RoundPlan, teacher_uri: str, tuned: dict[str, Any]) -> dict[str, Any]:
+        import ray.train
+
         stage = f"round-{plan.round}-train"
         if (done := self.record(stage)) is not None:
             return done
@@ -188,8 +214,16 @@ class Campaign:
             init_checkpoint=tuned.get("init_checkpoint"),
         )
         job = RoundJob(**{**asdict(job), "mlflow_run_id": round_run})
-        started = time.perf_counter()
-        result = run_train(self, job)
+        started, started_at = time.perf_counter(), time.time()
+        try:
+            result = run_train(self, job)
+        except ray.train.TrainingFailedError as exc:
+            tracker.finish(round_run, "FAILED")
+            res = self.spec.resources
+            raise StageError(
+                f"round {plan.round}: training failed after {res.max_failures} retries "
+                f"(resources.max_failures): {exc}"
+            ) from exc
         if "diverged" in (result.return_value or {}):
             tracker.finish(round_run, "FAILED")
             raise StageError(f"round {plan.round}: {result.return_value['diverged']}")
@@ -210,13 +244,20 @@ class Campaign:
         tracker.tag(round_run, "pdistill.checkpoint", uri)
         metrics = result.metrics or {}
         seconds = time.perf_counter() - started
-        tracker.metrics(round_run, {"time/train_wall_seconds": seconds})
+        res = self.spec.resources
+        gpu_seconds = seconds * res.workers * res.gpus_per_worker
+        tracker.metrics(
+            round_run, {"time/train_wall_seconds": seconds, "time/train_gpu_seconds": gpu_seconds}
+        )
         return self.write_record(
             stage,
             {
                 "uri": uri,
                 "lr": tuned["lr"],
                 "train_seconds": seconds,
+                "gpu_seconds": gpu_seconds,
+                "started_at": started_at,
+                "finished_at": time.time(),
                 "final_loss": metrics.get("train_loss", math.nan),
                 "val_loss": metrics.get("val_loss", math.nan),
                 "run_id": round_run,
@@ -262,6 +303,7 @@ class Campaign:
             "samples": len(noise),
         }
         started = time.perf_counter()
+        files: dict[str, bytes] = {}
         pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
         for key, model_uri in pairs:
             net, _ = load_unet(model_uri)
@@ -275,21 +317,28 @@ class Campaign:
                 batch_size=self.spec.evaluation.batch_size,
             )
             out[key] = ev.fid
-            name = "distilled" if key == "fid" else "ddim"
+            name = f"{'distilled' if key == 'fid' else 'ddim'}-{step_count}"
             npz, png = samples_files(ev.images)
-            self.storage.write_bytes(self.rel(f"samples/{name}-{step_count}.npz"), npz)
-            out[f"{name}_grid"] = self.storage.write_bytes(
-                self.rel(f"samples/{name}-{step_count}.png"), png
+            files |= {f"{name}.npz": npz, f"{name}.png": png}
+            self.storage.write_bytes(self.rel(f"samples/{name}.npz"), npz)
+            out[f"{name.split('-')[0]}_grid"] = self.storage.write_bytes(
+                self.rel(f"samples/{name}.png"), png
             )
         out["eval_seconds"] = time.perf_counter() - started
+        out["gpu_seconds"] = out["eval_seconds"] if torch.cuda.is_available() else 0.0
         if tracker_run is not None:
             tracker = self.tracker()
             tracker.metrics(
                 tracker_run,
                 {f"eval/{k}": out[k] for k in ("fid", "ddim_fid") if k in out}
-                | {"time/eval_seconds": out["eval_seconds"]},
+                | {
+                    "time/eval_seconds": out["eval_seconds"],
+                    "time/eval_gpu_seconds": out["gpu_seconds"],
+                },
                 step=step_count,
             )
+            for file, data in files.items():
+                tracker.artifact_bytes(tracker_run, f"samples/{file}", data)
             tracker.tag(tracker_run, "pdistill.samples_grid", out["distilled_grid"])
         return self.write_record(stage, out)
 

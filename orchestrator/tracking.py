@@ -45,7 +45,7 @@ class Tracker:
 
     def run(self, *, name: str, key: str, parent: str | None = None, **tags: str) -> str:
         """The id of the run tagged `pdistill.key = key`, created (nested under `parent`) if new."""
-        if (found := self._find(key)) is not None:
+        if (found := self.find(key)) is not None:
             return found
         all_tags = {"pdistill.key": key, **{f"pdistill.{k}": v for k, v in tags.items()}}
         if parent is not None:
@@ -56,10 +56,11 @@ class Tracker:
 
     def history(self, key: str, metric: str) -> list[Metric]:
         """The metric's history in the run tagged `pdistill.key = key` (empty if none yet)."""
-        run_id = self._find(key)
+        run_id = self.find(key)
         return [] if run_id is None else list(self.client.get_metric_history(run_id, metric))
 
-    def _find(self, key: str) -> str | None:
+    def find(self, key: str) -> str | None:
+        """The id of the run tagged `pdistill.key = key`, or None."""
         found = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`pdistill.key` = '{key}'", max_results=1
         )
@@ -83,10 +84,15 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
     def artifact_json(self, run_id: str, name: str, data: Any) -> None:
+        self.artifact_bytes(run_id, name, json.dumps(data, indent=2, default=str).encode())
+
+    def artifact_bytes(self, run_id: str, path: str, data: bytes) -> None:
+        """Log `data` as the artifact at `path` (e.g. "samples/grid.png") in the run."""
+        folder, _, name = path.rpartition("/")
         with tempfile.TemporaryDirectory() as d:
             p = Path(d) / name
-            p.write_text(json.dumps(data, indent=2, default=str))
-            self.artifact(run_id, p)
+            p.write_bytes(data)
+            self.artifact(run_id, p, folder or None)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -12,21 +14,84 @@ from pathlib import Path
 import pytest
 import torch
 
+from orchestrator.ray_cluster import free_port
+
 # Small tensors: OpenMP threads only spin against each other (and against a busy neighbour on a
 # 2-core machine); one thread runs these tests many times faster.
 torch.set_num_threads(1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class TcpProxy:
+    """A TCP relay on 127.0.0.1 that can go down and come back on the same port.
+
+    All S3 traffic of the tests passes through it, so a test can take the S3 endpoint away as
+    its clients see it (refused connections, cut transfers) without moto losing its objects.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        self.port = s.getsockname()[1]
+        s.listen(128)
+        with self._lock:
+            self._listener = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+            for c in self._conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                if self._listener is not listener:
+                    return
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            self._conns -= {src, dst}
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real S3 HTTP endpoint (moto_server on 127.0.0.1), with AWS_* set for boto3/pyarrow."""
-    port = _free_port()
+def s3_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
+    """A real S3 HTTP endpoint (moto_server on 127.0.0.1) behind a TcpProxy, with AWS_* set for
+    boto3/pyarrow pointing at the proxy."""
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "moto_server.log"
     server = Path(sys.executable).parent / "moto_server"
@@ -46,14 +111,16 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"moto_server did not start on {url}: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
+        proxy = TcpProxy(port)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AWS_ENDPOINT_URL", url)
+            mp.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
             mp.setenv("AWS_ACCESS_KEY_ID", "testing")
             mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
             mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
             mp.delenv("AWS_SESSION_TOKEN", raising=False)
             mp.delenv("AWS_PROFILE", raising=False)
-            yield url
+            yield proxy
+        proxy.stop()
     finally:
         proc.terminate()
         try:
@@ -61,6 +128,12 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_proxy: TcpProxy) -> str:
+    """The S3 endpoint URL the tests' clients use (AWS_ENDPOINT_URL)."""
+    return f"http://127.0.0.1:{s3_proxy.port}"
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ import os
 import boto3
 import pytest
 
+from orchestrator.ray_cluster import init_local
 from orchestrator.settings import Settings
 
 
@@ -14,8 +15,8 @@ def ray_cluster(s3_endpoint):
 
     # Read by Train V2's controller (propagated from the driver): report polls every 0.1 s.
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
-    # The dashboard serves the state API that frees a stopped Tune trial's workers.
-    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=True)
+    # With its own state API address, so other Ray clusters on the machine don't confuse it.
+    init_local(num_cpus=2)
     yield
     ray.shutdown()
 

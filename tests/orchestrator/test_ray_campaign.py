@@ -65,10 +65,23 @@ def test_mlflow_nests_campaign_rounds_trials(finished, settings):
             "eval/ddim_fid",
             "train/loss",
             "val/distill_loss",
+            "time/train_wall_seconds",
+            "time/train_gpu_seconds",
+            "time/tune_gpu_seconds",
+            "time/eval_gpu_seconds",
         } <= r.data.metrics.keys()
+        assert r.data.metrics["time/train_gpu_seconds"] == 0.0  # CPU workers hold no GPU
+        steps = r.data.params["student_steps"]
+        samples = {a.path for a in client.list_artifacts(r.info.run_id, "samples")}
+        assert {f"samples/distilled-{steps}.png", f"samples/distilled-{steps}.npz"} <= samples
+        assert f"samples/ddim-{steps}.png" in samples
         assert r.data.tags["pdistill.checkpoint"].startswith("s3://")
         assert "lr" in r.data.params
     assert all("val/distill_loss" in t.data.metrics for t in kinds["trial"])
+    top = {a.path for a in client.list_artifacts(campaign_id)}
+    assert {"resolved-spec.json", "report.json"} <= top
+    # MLflow on SQLite keeps its artifacts in the campaign storage: on S3 here.
+    assert kinds["campaign"][0].info.artifact_uri.startswith("s3://pdistill-test/store/")
 
 
 def test_checkpoints_live_on_s3(finished):

@@ -144,3 +144,100 @@ def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, sett
     assert round1.count(1000) == 1  # round 1 was not recomputed
     steps2 = _loss_history(client, key2)
     assert steps2.count(100) == 1 and max(steps2) == 1000, steps2  # resumed, not restarted
+
+
+RETRY_SPEC = {
+    **KILL_SPEC,
+    "name": "ray-retries",
+    "steps": {"start": 8, "target": 2},
+    # Round 1 (8→4) is short; round 2 (4→2, a "last round") runs long enough to be killed.
+    "distill": {
+        "updates": 20,
+        "last_rounds_updates": 3000,
+        "batch_size": 32,
+        "checkpoint_every": 10,
+    },
+    "resources": {"workers": 2, "max_failures": 0},
+}
+
+
+def _run_in_thread(spec: dict, settings) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_campaign(parse_spec(spec), settings, poll_s=0.5)
+        except Exception as exc:  # examined by the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray_cluster, settings):
+    import boto3
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    thread, outcome = _run_in_thread(RETRY_SPEC, settings)
+    killed = None
+    deadline = time.monotonic() + 600
+    while thread.is_alive() and time.monotonic() < deadline and killed is None:
+        if _loss_history(client, "campaign/ray-retries/round-2") and (pids := _train_worker_pids()):
+            killed = pids[-1]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    thread.join(timeout=600)
+    assert killed is not None, f"round 2 never started training: {outcome}"
+    error = outcome.get("error")
+    assert error is not None and "round 2: training failed after 0 retries" in str(error), outcome
+    s3 = boto3.client("s3")
+    prefix = "store/campaigns/ray-retries"
+    status = json.loads(
+        s3.get_object(Bucket="pdistill-test", Key=f"{prefix}/status.json")["Body"].read()
+    )
+    assert status["state"] == "failed" and "round 2" in status["reason"]
+    # Round 1's student and record survive, and so does its MLflow run.
+    s3.head_object(Bucket="pdistill-test", Key=f"{prefix}/round-1/student.safetensors")
+    s3.head_object(Bucket="pdistill-test", Key=f"{prefix}/stages/round-1-train.json")
+    assert len(_round_runs(client, "ray-retries")) == 2
+    assert _loss_history(client, "campaign/ray-retries/round-1")[-1] == 20
+
+
+OUTAGE_SPEC = {
+    **KILL_SPEC,
+    "name": "ray-s3-outage",
+    "distill": {"updates": 800, "batch_size": 32, "checkpoint_every": 50},
+}
+
+
+def test_s3_outage_mid_round_delays_but_does_not_fail_the_campaign(ray_cluster, settings, s3_proxy):
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    key = "campaign/ray-s3-outage/round-1"
+    thread, outcome = _run_in_thread(OUTAGE_SPEC, settings)
+    down_at = None
+    deadline = time.monotonic() + 600
+    while thread.is_alive() and time.monotonic() < deadline:
+        steps = _loss_history(client, key)
+        if steps and max(steps) >= 100:
+            s3_proxy.stop()  # refused connections, cut transfers: S3 is gone for its clients
+            down_at = max(steps)
+            try:
+                time.sleep(30)
+                during = max(_loss_history(client, key))
+            finally:
+                s3_proxy.start()
+            break
+        time.sleep(0.2)
+    thread.join(timeout=900)
+    assert down_at is not None, f"never reached a checkpoint before the outage: {outcome}"
+    assert "error" not in outcome, outcome.get("error")
+    updates = OUTAGE_SPEC["distill"]["updates"]
+    assert outcome["report"]["rounds"][0]["updates"] == updates
+    steps = _loss_history(client, key)
+    assert max(steps) == updates
+    # Training waited at its next checkpoint instead of failing: no update was reported twice,
+    # which a restart from an earlier checkpoint would have done; and every checkpoint a worker
+    # loaded was verified against its digests (ray_round.verified), so none was partial.
+    assert len(steps) == len(set(steps)), "the round restarted from an earlier checkpoint"
+    assert during - down_at <= 2 * OUTAGE_SPEC["distill"]["checkpoint_every"]
