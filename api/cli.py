@@ -10,13 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.progress import RichProgress
-from orchestrator.local import RunError, run_local
-from orchestrator.spec import SpecError, load_spec
-from workers.checkpoint import CheckpointError
-from workers.data import DatasetError
-from workers.features import FeatureNetError
-
 app = typer.Typer(help="Progressive distillation of diffusion models.", no_args_is_help=True)
 console = Console()
 DEFAULT_CACHE = Path.home() / ".cache" / "pdistill"
@@ -64,6 +57,14 @@ def local_run(
     ] = DEFAULT_CACHE,
 ) -> None:
     """Run a whole campaign in this process (no Ray): teacher, every halving round, evaluation."""
+    # torch and the ML stack load only for the commands that train (the client commands stay fast).
+    from api.progress import RichProgress
+    from orchestrator.local import RunError, run_local
+    from orchestrator.spec import SpecError, load_spec
+    from workers.checkpoint import CheckpointError
+    from workers.data import DatasetError
+    from workers.features import FeatureNetError
+
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
@@ -91,7 +92,11 @@ def run(
     from orchestrator.ray_cluster import connect
     from orchestrator.report import plot_fid_vs_steps
     from orchestrator.settings import Settings
+    from orchestrator.spec import SpecError, load_spec
     from orchestrator.stages import StageError
+    from workers.checkpoint import CheckpointError
+    from workers.data import DatasetError
+    from workers.features import FeatureNetError
 
     try:
         spec = load_spec(spec_path)
@@ -114,6 +119,18 @@ def run(
         (out / "report.json").write_text(json.dumps(report, indent=2))
         plot_fid_vs_steps(out / "fid_vs_steps.png", report)
         console.print(f"report: {out / 'report.json'}   plot: {out / 'fid_vs_steps.png'}")
+
+
+def _register() -> None:
+    from api import cli_client, cli_server
+
+    app.command("serve")(cli_server.serve)
+    app.add_typer(cli_server.token_app, name="token")
+    for name in ("submit", "status", "watch", "cancel", "logs"):
+        app.command(name)(getattr(cli_client, name))
+
+
+_register()
 
 
 def main() -> None:

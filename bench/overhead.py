@@ -103,6 +103,7 @@ def main() -> None:
         "ray_wall_s": ray_wall,
         "ray_cluster_start_s": cluster_start,
         "wall_ratio": ray_wall / local_no_teacher,
+        "load_average_1_5_15_at_end": os.getloadavg(),
         "fid": {
             "bare": [r["fid"] for r in local["rounds"]],
             "ray": [r["fid"] for r in ray_report["rounds"]],

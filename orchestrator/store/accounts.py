@@ -47,6 +47,17 @@ class Accounts(StoreBase):
             team = s.scalars(select(Team).where(Team.name == name)).one_or_none()
             return None if team is None else view(TeamView, team)
 
+    def set_gpu_quota(self, team_id: int, gpu_quota: float) -> TeamView:
+        if gpu_quota < 0:
+            raise ValueError(f"gpu_quota must be >= 0 (got {gpu_quota})")
+        with self._writing() as s:
+            team = s.get(Team, team_id)
+            if team is None:
+                raise NotFoundError(f"no team with id {team_id}")
+            team.gpu_quota = gpu_quota
+            s.flush()
+            return view(TeamView, team)
+
     def list_teams(self) -> list[TeamView]:
         with self._reading() as s:
             return [view(TeamView, t) for t in s.scalars(select(Team).order_by(Team.name))]

@@ -37,6 +37,11 @@ class StoreBase:
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """Raise unless the database answers (readiness probes)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     @contextmanager
     def _reading(self) -> Iterator[Session]:
         with Session(self.engine) as session, session.begin():

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -165,13 +165,19 @@ class Campaigns(StoreBase):
         *,
         actor: str,
         reason: str | None = None,
+        only_from: Collection[CampaignStatus] | None = None,
+        only_submission: str | None = None,
         **fields: Any,
     ) -> tuple[CampaignView, bool]:
         """Move a campaign to `to_status` if the state machine allows it (else TransitionError),
         setting `reason` (None clears it) and `fields` (see CAMPAIGN_FIELDS), with exactly one
         audit row, in one transaction. Already in `to_status`: nothing changes, no audit row,
         `changed=False`. The row is locked (FOR UPDATE on PostgreSQL, the write lock on SQLite),
-        so of two concurrent callers only one makes the change."""
+        so of two concurrent callers only one makes the change.
+
+        Compare-and-set for callers that decided on an older read (the reconciler, a driver):
+        with `only_from`, a campaign no longer in one of those statuses is left alone
+        (`changed=False`); with `only_submission`, so is one whose submission_id differs."""
         to = coerce_status(CampaignStatus, to_status)
         check_fields("campaign", fields, CAMPAIGN_FIELDS)
         with self._writing() as s:
@@ -180,7 +186,10 @@ class Campaigns(StoreBase):
             if campaign is None:
                 raise NotFoundError(f"no campaign {campaign_id}")
             before = campaign.status
-            if before == to:
+            stale = (only_from is not None and before not in only_from) or (
+                only_submission is not None and campaign.submission_id != only_submission
+            )
+            if before == to or stale:
                 return view(CampaignView, campaign), False
             check_transition(campaign_id, before, to)
             now = utcnow()
@@ -224,6 +233,35 @@ class Campaigns(StoreBase):
                 setattr(campaign, name, value)
             campaign.updated_at = utcnow()
             return view(CampaignView, campaign)
+
+    def note_waiting(self, campaign_id: str, reason: str | None) -> bool:
+        """Say why a queued campaign waits (quota, capacity): sets `reason` only while the
+        campaign is still queued and only if it changed (so watchers see no churn); no audit
+        row, since the status does not change. True when it wrote."""
+        with self._writing() as s:
+            result = s.execute(
+                update(Campaign)
+                .where(
+                    Campaign.id == campaign_id,
+                    Campaign.status == CampaignStatus.QUEUED,
+                    or_(Campaign.reason.is_(None), Campaign.reason != reason)
+                    if reason is not None
+                    else Campaign.reason.is_not(None),
+                )
+                .values(reason=reason, updated_at=utcnow())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def status_counts(self, *, team_id: int | None = None) -> dict[CampaignStatus, int]:
+        """Campaigns per status (every status present, zeros included)."""
+        query = select(Campaign.status, func.count()).group_by(Campaign.status)
+        if team_id is not None:
+            query = query.where(Campaign.team_id == team_id)
+        counts = dict.fromkeys(CampaignStatus, 0)
+        with self._reading() as s:
+            for status, n in s.execute(query):
+                counts[CampaignStatus(status)] = int(n)
+        return counts
 
     def queue(self, *, limit: int | None = None) -> list[CampaignView]:
         """Queued campaigns in the order they should start: priority high to low, then oldest."""

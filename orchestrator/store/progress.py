@@ -3,6 +3,7 @@ dashboard reads back (with the audit log)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -102,6 +103,21 @@ class Progress(StoreBase):
         query = select(Round).where(Round.campaign_id == campaign_id).order_by(Round.k)
         with self._reading() as s:
             return [view(RoundView, r) for r in s.scalars(query)]
+
+    def rounds_of(self, campaign_ids: Collection[str]) -> dict[str, list[RoundView]]:
+        """The rounds of several campaigns in one query (a page of campaigns with progress)."""
+        out: dict[str, list[RoundView]] = {cid: [] for cid in campaign_ids}
+        if not out:
+            return out
+        query = (
+            select(Round)
+            .where(Round.campaign_id.in_(list(out)))
+            .order_by(Round.campaign_id, Round.k)
+        )
+        with self._reading() as s:
+            for r in s.scalars(query):
+                out[r.campaign_id].append(view(RoundView, r))
+        return out
 
     def trials(self, campaign_id: str, k: int) -> list[TrialView]:
         query = (

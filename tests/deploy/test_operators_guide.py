@@ -9,8 +9,6 @@ from kuberay_v1 import KUBERAY_VERSION
 from rendered import REPO, overlays, render
 
 GUIDE = REPO / "docs" / "operators.md"
-# Commands the control plane (issue #4) adds; the guide may name them before they land.
-PENDING_ISSUE_4 = {"serve", "submit", "status", "watch", "cancel", "logs", "token"}
 
 
 def guide() -> str:
@@ -90,7 +88,7 @@ def test_pdistill_commands_exist_or_come_with_the_control_plane() -> None:
     }
     assert {"token", "submit"} <= named
     for command in named:
-        assert command in commands | PENDING_ISSUE_4, f"`pdistill {command}` is not a command"
+        assert command in commands, f"`pdistill {command}` is not a command"
 
 
 def test_readme_links_the_guide() -> None:

@@ -480,3 +480,63 @@ def test_racing_trial_upserts_make_one_row(store: Store) -> None:
     cid = _campaign(store, team.id)
     _race(8, lambda: store.upsert_trial(cid, 2, 0, lr=1e-4, status="running"))
     assert [(t.index, t.status) for t in store.trials(cid, 2)] == [(0, TrialStatus.RUNNING)]
+
+
+# -- what the control plane adds (compare-and-set, waiting reasons, counts) -----------------------
+def test_transition_compare_and_set_leaves_a_moved_campaign_alone(store: Store) -> None:
+    team = store.create_team("a", gpu_quota=4)
+    cid = _campaign(store, team.id)
+    _walk(store, cid, [S.STARTING])
+    store.update_campaign(cid, submission_id="job-a1")
+    # A decision taken on an older read (the campaign was queued): no change, no audit row.
+    c, changed = store.transition(cid, S.CANCELLED, actor="x", only_from={S.QUEUED})
+    assert (changed, c.status) == (False, S.STARTING)
+    c, changed = store.transition(cid, S.RUNNING, actor="driver", only_submission="job-a0")
+    assert (changed, c.status) == (False, S.STARTING)
+    c, changed = store.transition(
+        cid, S.RUNNING, actor="driver", only_from={S.STARTING}, only_submission="job-a1"
+    )
+    assert (changed, c.status) == (True, S.RUNNING)
+    assert [e.to_status for e in store.audit(cid)] == ["queued", "starting", "running"]
+    # Of racing failure reports for the same driver, one wins.
+    results = _race(
+        8,
+        lambda: store.transition(
+            cid, S.QUEUED, actor="scheduler", only_from={S.RUNNING}, only_submission="job-a1"
+        )[1],
+    )
+    assert results.count(True) == 1
+    assert [e.to_status for e in store.audit(cid)][-1] == "queued"
+
+
+def test_note_waiting_only_touches_queued_campaigns_and_only_on_change(store: Store) -> None:
+    team = store.create_team("a", gpu_quota=4)
+    cid = _campaign(store, team.id)
+    assert store.note_waiting(cid, "waiting for GPUs")
+    first = store.get_campaign(cid, team_id=None)
+    assert first is not None and first.reason == "waiting for GPUs"
+    assert not store.note_waiting(cid, "waiting for GPUs")  # same reason: no write
+    again = store.get_campaign(cid, team_id=None)
+    assert again is not None and again.updated_at == first.updated_at
+    _walk(store, cid, [S.STARTING])
+    assert not store.note_waiting(cid, "waiting for quota")  # not queued any more
+    c = store.get_campaign(cid, team_id=None)
+    assert c is not None and c.reason is None and len(store.audit(cid)) == 2
+
+
+def test_status_counts_rounds_of_and_quota(store: Store) -> None:
+    a, b = store.create_team("a", gpu_quota=4), store.create_team("b", gpu_quota=0)
+    ids = [_campaign(store, a.id) for _ in range(3)] + [_campaign(store, b.id)]
+    _walk(store, ids[0], PATHS[S.RUNNING])
+    _walk(store, ids[1], PATHS[S.CANCELLED])
+    counts = store.status_counts()
+    assert counts[S.QUEUED] == 2 and counts[S.RUNNING] == 1 and counts[S.CANCELLED] == 1
+    assert counts[S.SUCCEEDED] == 0 and set(counts) == set(S)
+    assert store.status_counts(team_id=b.id)[S.QUEUED] == 1
+    rounds = store.rounds_of([ids[0], ids[3]])
+    assert [r.k for r in rounds[ids[0]]] == [1, 2, 3] and len(rounds[ids[3]]) == 3
+    assert store.rounds_of([]) == {}
+    assert store.set_gpu_quota(b.id, 2.5).gpu_quota == 2.5
+    with pytest.raises(ValueError, match="gpu_quota"):
+        store.set_gpu_quota(b.id, -1)
+    store.ping()

@@ -1,0 +1,146 @@
+"""The client commands: `pdistill submit/status/watch/cancel/logs`, against the API at
+PDISTILL_API_URL with the token PDISTILL_API_TOKEN."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from api.client import ApiError, Client
+from api.watch import rounds_table
+from api.watch import watch as follow
+from orchestrator.settings import Settings
+
+console = Console()
+err = Console(stderr=True)
+if not console.is_terminal:  # pipes and logs: whole ids and statuses, not 80 truncated columns
+    console.width = max(console.width, 160)
+
+
+def _client() -> Client:
+    settings = Settings()
+    if settings.api_token is None:
+        err.print(
+            "[red]error:[/red] no API token: set PDISTILL_API_TOKEN (`pdistill token create`)"
+        )
+        raise typer.Exit(2)
+    return Client(settings.api_url, settings.api_token.get_secret_value())
+
+
+def _fail(exc: ApiError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}", highlight=False)
+    return typer.Exit(exc.exit_code)
+
+
+def _ago(iso: str) -> str:
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def submit(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="campaign spec")],
+    priority: Annotated[int | None, typer.Option(help="higher starts first")] = None,
+) -> None:
+    """Submit a campaign; prints its id."""
+    try:
+        data = yaml.safe_load(spec_path.read_text())
+    except OSError as exc:
+        err.print(f"[red]error:[/red] {spec_path}: cannot read spec: {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except yaml.YAMLError as exc:
+        err.print(f"[red]error:[/red] {spec_path}: not valid YAML: {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    if not isinstance(data, dict):
+        err.print(f"[red]error:[/red] {spec_path}: a campaign spec is a YAML mapping")
+        raise typer.Exit(2)
+    if priority is not None:
+        data["priority"] = priority
+    with _client() as client:
+        try:
+            c = client.submit(data)
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    err.print(f"campaign {c['id']} ({c['name']}) {c['status']}; `pdistill watch {c['id']}`")
+    print(c["id"])
+
+
+def _table(items: list[dict[str, Any]]) -> Table:
+    table = Table()
+    for col in ("id", "name", "team", "status", "round", "progress", "best FID", "created"):
+        table.add_column(col)
+    for c in items:
+        table.add_row(
+            c["id"],
+            c["name"],
+            c["team"],
+            c["status"],
+            f"{c['current_round'] or '-'}/{c['rounds_total']}",
+            f"{100 * c['progress']:.0f}%",
+            "-" if c["best_fid"] is None else f"{c['best_fid']:.2f}",
+            _ago(c["created_at"]),
+        )
+    return table
+
+
+def status(
+    campaign_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """Your campaigns, or one campaign with its rounds."""
+    with _client() as client:
+        try:
+            if campaign_id is None:
+                page = client.get("/v1/campaigns", limit=limit)
+                console.print(_table(page["items"]))
+                console.print(f"{len(page['items'])} of {page['total']} campaigns")
+                return
+            c = client.get(f"/v1/campaigns/{campaign_id}")
+            rounds = client.get(f"/v1/campaigns/{campaign_id}/rounds")
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    console.print(_table([c]))
+    if c.get("reason"):
+        console.print(f"reason: {c['reason']}", highlight=False)
+    console.print(rounds_table(c, rounds))
+
+
+def watch(campaign_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Follow a campaign live until it ends; exit 0 when it succeeded, 1 otherwise."""
+    with _client() as client:
+        try:
+            code = follow(client, campaign_id, console)
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    raise typer.Exit(code)
+
+
+def cancel(campaign_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Cancel a campaign (its running round stops)."""
+    with _client() as client:
+        try:
+            c = client.cancel(campaign_id)
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    console.print(f"campaign {c['id']}: {c['status']}")
+
+
+def logs(
+    campaign_id: Annotated[str, typer.Argument(metavar="ID")],
+    lines: Annotated[int, typer.Option(min=1, help="last lines")] = 200,
+) -> None:
+    """The tail of the campaign driver's log."""
+    with _client() as client:
+        try:
+            text = client.logs(campaign_id, lines)
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    print(text, end="")

@@ -1,0 +1,120 @@
+"""`pdistill serve` and `pdistill token ...`: the commands that run beside the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestrator.settings import Settings
+from orchestrator.store import ConflictError, NotFoundError, Store
+
+err = Console(stderr=True)
+token_app = typer.Typer(help="Team tokens (direct store access: PDISTILL_DATABASE_URL).")
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: PDISTILL_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: PDISTILL_API_PORT")] = None,
+) -> None:
+    """Run the control plane: HTTP API, reconciler, and (when PDISTILL_RAY_ADDRESS is unset) a
+    local Ray head in its own process, which outlives a crash of this one."""
+    import uvicorn
+
+    from api.app import create_app
+    from orchestrator import ray_head
+
+    settings = Settings()
+    head, started = None, False
+    if not settings.ray_address:
+        try:
+            head, started = ray_head.start_or_adopt(
+                state_dir=settings.state_dir, num_cpus=settings.embedded_ray_cpus
+            )
+        except ray_head.HeadError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from exc
+        os.environ.update(head.env())  # this process talks to the head with its token
+        settings = settings.model_copy(
+            update={"ray_address": head.address, "ray_dashboard_url": head.dashboard_url}
+        )
+        verb = "started" if started else "reusing"
+        err.print(f"{verb} a local Ray head at {head.address} (dashboard {head.dashboard_url})")
+    if settings.admin_token is None:
+        err.print("no PDISTILL_ADMIN_TOKEN: only team tokens are accepted", highlight=False)
+    app = create_app(settings)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
+    # that was there before it: make that handler an exit, so the `finally` below still runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run(
+            app,
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            timeout_graceful_shutdown=5,
+            log_level="info",
+        )
+    finally:
+        if head is not None:  # a clean shutdown stops the embedded head (a crash leaves it)
+            err.print(f"stopping the local Ray head at {head.address}")
+            ray_head.stop(head)
+            ray_head.forget(settings.state_dir)
+
+
+def _store() -> Store:
+    return Store.from_url(Settings().database_url)
+
+
+@token_app.command("create")
+def token_create(
+    team: Annotated[str, typer.Option(help="team name (created if missing)")],
+    gpu_quota: Annotated[
+        float | None, typer.Option(min=0, help="GPUs the team may hold (sets it if given)")
+    ] = None,
+    name: Annotated[str, typer.Option(help="what the token is for")] = "default",
+) -> None:
+    """Create a token for TEAM and print it (once: only its hash is stored)."""
+    with _store() as store:
+        found = store.team_by_name(team)
+        if found is None:
+            try:
+                found = store.create_team(team, gpu_quota=gpu_quota or 0.0)
+            except ConflictError:  # created meanwhile by another process
+                found = store.team_by_name(team)
+            assert found is not None
+            err.print(f"created team {team} with a GPU quota of {found.gpu_quota:g}")
+        elif gpu_quota is not None:
+            found = store.set_gpu_quota(found.id, gpu_quota)
+            err.print(f"team {team}: GPU quota set to {gpu_quota:g}")
+        plaintext, token = store.create_token(found.id, name)
+    err.print(f"token {token.id} ({token.prefix}…) for team {team}; it is shown only now:")
+    print(plaintext)
+
+
+@token_app.command("list")
+def token_list(team: Annotated[str, typer.Option(help="team name")]) -> None:
+    """The team's tokens (id, name, first characters, created, revoked)."""
+    with _store() as store:
+        found = store.team_by_name(team)
+        if found is None:
+            err.print(f"[red]error:[/red] no team named {team!r}")
+            raise typer.Exit(2)
+        for t in store.list_tokens(found.id):
+            revoked = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+            print(f"{t.id}\t{t.name}\t{t.prefix}…\t{t.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="the id from `token list`")]) -> None:
+    """Revoke a token: requests that carry it are refused from now on."""
+    with _store() as store:
+        try:
+            t = store.revoke_token(token_id)
+        except NotFoundError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+    err.print(f"token {t.id} ({t.prefix}…) revoked")

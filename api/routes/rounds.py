@@ -1,0 +1,88 @@
+"""A campaign's rounds: the round table, Tune trials, loss curves (MLflow), sample grids."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Response
+
+from api.auth import CallerDep, ServicesDep, owned_campaign
+from api.routes.campaigns import ERRORS
+from api.schemas import LossPoint, Problem, RoundOut, TrialOut
+from api.services import Services, round_out, trial_out
+from orchestrator.jobs import storage_name
+from orchestrator.store import CampaignView, RoundView
+
+router = APIRouter(prefix="/v1/campaigns/{campaign_id}/rounds", tags=["rounds"])
+RoundK = Annotated[int, Path(ge=1, le=64, description="1-based round number.")]
+
+
+def _round(svc: Services, c: CampaignView, k: int) -> RoundView:
+    for r in svc.store.rounds(c.id):
+        if r.k == k:
+            return r
+    raise HTTPException(404, f"campaign {c.id} has no round {k} (it has 1..{c.rounds_total})")
+
+
+@router.get("", response_model=list[RoundOut], responses=ERRORS)
+def rounds(campaign_id: str, svc: ServicesDep, who: CallerDep) -> list[RoundOut]:
+    """One row per halving round: steps, status, LR, loss, FIDs (distilled and DDIM), times."""
+    c = owned_campaign(svc, who, campaign_id)
+    return [round_out(r) for r in svc.store.rounds(c.id)]
+
+
+@router.get("/{k}/trials", response_model=list[TrialOut], responses=ERRORS)
+def trials(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> list[TrialOut]:
+    """The LR search of round k (empty when the spec's tune is off): LR vs held-out loss."""
+    c = owned_campaign(svc, who, campaign_id)
+    _round(svc, c, k)
+    return [trial_out(t) for t in svc.store.trials(c.id, k)]
+
+
+@router.get(
+    "/{k}/loss",
+    response_model=list[LossPoint],
+    responses={**ERRORS, 503: {"model": Problem, "description": "MLflow does not answer."}},
+)
+def loss(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> list[LossPoint]:
+    """The training loss of round k by update, from MLflow (`train/loss` of the round run)."""
+    c = owned_campaign(svc, who, campaign_id)
+    _round(svc, c, k)
+    key = f"campaign/{storage_name(c.id, c.name)}/round-{k}"
+    try:
+        history = svc.tracker().history(key, "train/loss")
+    except Exception as exc:  # MlflowException, database or HTTP errors of the tracking store
+        raise HTTPException(503, f"MLflow does not answer: {exc}") from exc
+    return [
+        LossPoint(step=int(m.step), loss=float(m.value))
+        for m in sorted(history, key=lambda m: (m.step, m.timestamp))
+        if math.isfinite(m.value)
+    ]
+
+
+@router.get(
+    "/{k}/samples.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        503: {"model": Problem, "description": "Campaign storage does not answer."},
+        **ERRORS,
+    },
+)
+def samples(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> Response:
+    """The distilled student's sample grid of round k (404 until the round is evaluated)."""
+    c = owned_campaign(svc, who, campaign_id)
+    _round(svc, c, k)
+    record = svc.stage_record(c, f"round-{k}-eval")
+    if record is None or not record.get("distilled_grid"):
+        raise HTTPException(404, f"round {k} of campaign {c.id} has not been evaluated yet")
+    storage = svc.storage(c)
+    uri = str(record["distilled_grid"])
+    prefix = storage.root_uri.rstrip("/") + "/"
+    if not uri.startswith(prefix):
+        raise HTTPException(404, f"round {k}'s sample grid {uri} is outside the campaign storage")
+    data = storage.read_bytes(uri.removeprefix(prefix))
+    if data is None:
+        raise HTTPException(404, f"round {k}'s sample grid {uri} is missing from storage")
+    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})

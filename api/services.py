@@ -1,0 +1,140 @@
+"""What the routes share, made once per app in its lifespan: settings, the store, the Ray link,
+the reconciler; and the conversions from store views to API answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from typing import Any
+
+from api.schemas import CampaignOut, Links, RoundOut, TrialOut
+from orchestrator.jobs import storage_name
+from orchestrator.ray_link import RayLink
+from orchestrator.scheduler import Reconciler
+from orchestrator.settings import Settings
+from orchestrator.storage import Storage
+from orchestrator.store import (
+    CampaignStatus,
+    CampaignView,
+    RoundStatus,
+    RoundView,
+    Store,
+    TrialView,
+)
+
+
+def progress(c: CampaignView, rounds: list[RoundView]) -> float:
+    if c.status is CampaignStatus.SUCCEEDED:
+        return 1.0
+    if not rounds:
+        return 0.0
+    done = 0.0
+    for r in rounds:
+        if r.status is RoundStatus.SUCCEEDED:
+            done += 1.0
+        elif r.status is RoundStatus.EVALUATING:
+            done += 0.9
+        else:
+            done += 0.9 * min(r.updates_done, r.updates) / max(r.updates, 1)
+    return round(min(done / len(rounds), 1.0), 4)
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    store: Store
+    link: RayLink
+    reconciler: Reconciler | None = None
+    _teams: dict[int, str] = dataclasses.field(default_factory=dict)
+    _storages: dict[str, Storage] = dataclasses.field(default_factory=dict)
+    _tracker: Any = None
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def team_name(self, team_id: int) -> str:
+        if team_id not in self._teams:
+            self._teams.update({t.id: t.name for t in self.store.list_teams()})
+        return self._teams.get(team_id, str(team_id))
+
+    def storage(self, c: CampaignView) -> Storage:
+        root = c.spec.get("storage") or self.settings.storage_uri
+        with self._lock:
+            if root not in self._storages:
+                self._storages[root] = Storage(root)
+            return self._storages[root]
+
+    def tracker(self) -> Any:
+        from orchestrator.tracking import Tracker
+
+        with self._lock:
+            if self._tracker is None:
+                self._tracker = Tracker(self.settings.mlflow_tracking_uri)
+            return self._tracker
+
+    def stage_record(self, c: CampaignView, stage: str) -> dict[str, Any] | None:
+        name = storage_name(c.id, c.name)
+        raw = self.storage(c).read_bytes(f"campaigns/{name}/stages/{stage}.json")
+        return None if raw is None else json.loads(raw)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def links(self, c: CampaignView) -> Links:
+        s = self.settings
+        ui = s.mlflow_ui_url or (
+            s.mlflow_tracking_uri if s.mlflow_tracking_uri.startswith("http") else None
+        )
+        mlflow = f"{ui.rstrip('/')}/#/runs/{c.mlflow_run_id}" if ui and c.mlflow_run_id else None
+        dash = self.link.dashboard_url
+        ray = None
+        if dash:
+            ray = f"{dash.rstrip('/')}/#/jobs/{c.submission_id}" if c.submission_id else dash
+        return Links(mlflow=mlflow, ray_dashboard=ray)
+
+    def campaign_out(self, c: CampaignView, rounds: list[RoundView]) -> CampaignOut:
+        return CampaignOut(
+            id=c.id,
+            name=c.name,
+            team=self.team_name(c.team_id),
+            status=c.status,
+            reason=c.reason,
+            priority=c.priority,
+            gpus=c.gpus,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            started_at=c.started_at,
+            finished_at=c.finished_at,
+            current_round=c.current_round,
+            rounds_total=c.rounds_total,
+            best_fid=c.best_fid,
+            progress=progress(c, rounds),
+            submission_id=c.submission_id,
+            mlflow_run_id=c.mlflow_run_id,
+            links=self.links(c),
+        )
+
+
+def round_out(r: RoundView) -> RoundOut:
+    evaluated = r.fid is not None
+    return RoundOut(
+        k=r.k,
+        teacher_steps=r.teacher_steps,
+        student_steps=r.student_steps,
+        updates=r.updates,
+        updates_done=r.updates_done,
+        status=r.status,
+        lr=r.lr,
+        loss=r.loss,
+        fid=r.fid,
+        ddim_fid=r.ddim_fid,
+        wall_seconds=r.wall_seconds,
+        gpu_seconds=r.gpu_seconds,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        samples_url=f"/v1/campaigns/{r.campaign_id}/rounds/{r.k}/samples.png"
+        if evaluated
+        else None,
+        mlflow_run_id=r.mlflow_run_id,
+    )
+
+
+def trial_out(t: TrialView) -> TrialOut:
+    return TrialOut(index=t.index, lr=t.lr, val_loss=t.val_loss, status=t.status)

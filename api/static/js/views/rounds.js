@@ -1,0 +1,111 @@
+// The parts of a campaign page that show its rounds: the round table, the FID-vs-steps chart,
+// loss curves, the LR search of each round, sample grids. Pure renderers: data in, elements out.
+
+import { chart } from '../chart.js';
+import {
+  badge, fmtCount, fmtDuration, fmtFid, fmtGpuHours, fmtLr, fmtNum, h,
+} from '../dom.js';
+
+// Charts in a grid of panels: a smaller canvas, so their text reads as large as the main chart's.
+const PANEL = { width: 440, height: 270 };
+
+export function roundTable(rounds) {
+  const fid = () => h('abbr', { title: 'Fréchet Inception Distance (lower is better)' }, 'FID');
+  return h('table', { class: 'data', id: 'rounds' },
+    h('caption', { class: 'visually-hidden' }, 'Rounds of this campaign'),
+    h('thead', {}, h('tr', {},
+      h('th', { scope: 'col', class: 'num' }, 'Round'),
+      h('th', { scope: 'col' }, 'Steps (teacher → student)'),
+      h('th', { scope: 'col' }, 'Status'),
+      h('th', { scope: 'col', class: 'num' }, 'Updates'),
+      h('th', { scope: 'col', class: 'num' }, 'Chosen LR'),
+      h('th', { scope: 'col', class: 'num' }, 'Loss'),
+      h('th', { scope: 'col', class: 'num' }, fid(), ' distilled'),
+      h('th', { scope: 'col', class: 'num' }, fid(), ' DDIM, same steps'),
+      h('th', { scope: 'col', class: 'num' }, 'Wall time'),
+      h('th', { scope: 'col', class: 'num' }, 'GPU-hours'))),
+    h('tbody', {}, rounds.map((r) => h('tr', { 'data-round': r.k },
+      h('th', { scope: 'row', class: 'num' }, String(r.k)),
+      h('td', { 'data-col': 'steps' }, `${r.teacher_steps} → ${r.student_steps}`),
+      h('td', { 'data-col': 'status' }, badge(r.status)),
+      h('td', { class: 'num', 'data-col': 'updates' }, `${fmtCount(r.updates_done)} / ${fmtCount(r.updates)}`),
+      h('td', { class: 'num', 'data-col': 'lr' }, fmtLr(r.lr)),
+      h('td', { class: 'num', 'data-col': 'loss' }, fmtNum(r.loss)),
+      h('td', { class: 'num', 'data-col': 'fid' }, fmtFid(r.fid)),
+      h('td', { class: 'num', 'data-col': 'ddim-fid' }, fmtFid(r.ddim_fid)),
+      h('td', { class: 'num', 'data-col': 'wall' }, fmtDuration(r.wall_seconds)),
+      h('td', { class: 'num', 'data-col': 'gpu-hours' }, fmtGpuHours(r.gpu_seconds))))));
+}
+
+export function fidChart(rounds) {
+  const steps = [...new Set(rounds.map((r) => r.student_steps))].sort((a, b) => a - b);
+  const at = (key) => rounds
+    .filter((r) => Number.isFinite(r[key]))
+    .map((r) => ({ x: r.student_steps, y: r[key], label: `round ${r.k}, ${r.student_steps} steps: FID ${fmtFid(r[key])}` }));
+  return chart({
+    title: 'FID vs sampling steps',
+    xLabel: 'sampling steps (log scale)',
+    yLabel: 'FID',
+    logX: true,
+    xTicks: steps,
+    series: [
+      { name: 'distilled student', points: at('fid') },
+      { name: 'DDIM teacher', points: at('ddim_fid') },
+    ],
+    emptyText: 'No round evaluated yet',
+  });
+}
+
+/** A figure per round with its training loss by update (log y when it spans decades). */
+export function lossFigure(round, points, problem) {
+  const ys = points.map((p) => p.loss).filter((v) => v > 0);
+  const logY = ys.length > 1 && Math.max(...ys) / Math.min(...ys) > 50;
+  const caption = `Round ${round.k} (${round.teacher_steps} → ${round.student_steps} steps)`;
+  const body = problem
+    ? h('p', { class: 'muted' }, problem)
+    : chart({
+      title: `Training loss, ${caption}`,
+      xLabel: 'update',
+      yLabel: logY ? 'loss (log scale)' : 'loss',
+      logY,
+      xInteger: true,
+      ...PANEL,
+      series: [{ name: `round ${round.k}`, points: points.map((p) => ({ x: p.step, y: p.loss })) }],
+      emptyText: round.status === 'pending' ? 'Not started' : 'No loss logged yet',
+    });
+  return h('figure', { class: 'panel', 'data-loss-round': round.k }, body, h('figcaption', {}, caption));
+}
+
+/** The LR search of a round: held-out loss by learning rate, the chosen LR highlighted. */
+export function trialsFigure(round, trials) {
+  const caption = `Round ${round.k}: ${trials.length} trials; chosen LR ${fmtLr(round.lr)}`;
+  const point = (t) => ({
+    x: t.lr,
+    y: t.val_loss,
+    highlight: Number.isFinite(round.lr) && Math.abs(t.lr - round.lr) <= 1e-9 * Math.abs(round.lr),
+    label: `trial ${t.index}: LR ${fmtLr(t.lr)}, held-out loss ${fmtNum(t.val_loss)} (${t.status})`,
+  });
+  const done = trials.filter((t) => Number.isFinite(t.val_loss));
+  const svg = chart({
+    title: `LR search, round ${round.k}`,
+    xLabel: 'learning rate (log scale)',
+    yLabel: 'held-out loss',
+    logX: true,
+    ...PANEL,
+    series: [{ name: 'trials (ringed: chosen)', points: done.map(point), line: false, markers: true }],
+    emptyText: 'No trial finished yet',
+  });
+  const list = h('ul', { class: 'trial-list small' }, trials.map((t) => h('li', {},
+    `#${t.index} LR ${fmtLr(t.lr)} → ${fmtNum(t.val_loss)} `, h('span', { class: 'muted' }, `(${t.status})`))));
+  return h('figure', { class: 'panel', 'data-trials-round': round.k }, svg,
+    h('figcaption', {}, caption), list);
+}
+
+export function sampleFigure(round, src) {
+  return h('figure', { class: 'panel samples', 'data-samples-round': round.k },
+    h('img', {
+      src,
+      alt: `Sample grid of the distilled student of round ${round.k} at ${round.student_steps} sampling steps`,
+    }),
+    h('figcaption', {}, `Round ${round.k}: ${round.student_steps} step${round.student_steps === 1 ? '' : 's'}, FID ${fmtFid(round.fid)}`));
+}

@@ -1,0 +1,110 @@
+"""`pdistill watch ID`: live per-round progress bars from the campaign's event stream."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.client import ApiError, Client
+
+FINAL = {"succeeded", "failed", "cancelled"}
+RECONNECTS = 30
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def round_line(r: dict[str, Any]) -> str:
+    head = f"round {r['k']} ({r['teacher_steps']}→{r['student_steps']} steps): {r['status']}"
+    parts = [f"{r['updates_done']}/{r['updates']} updates"]
+    if r.get("loss") is not None:
+        parts.append(f"loss {r['loss']:.4g}")
+    if r.get("lr") is not None:
+        parts.append(f"lr {r['lr']:.3g}")
+    if r.get("fid") is not None:
+        parts.append(f"FID {r['fid']:.2f} (DDIM {_fmt(r.get('ddim_fid'))})")
+    return f"{head}, " + ", ".join(parts)
+
+
+def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{campaign['id']} {campaign['name']}: {campaign['status']}")
+    for col in ("round", "steps", "status", "updates", "lr", "loss", "FID", "DDIM FID", "wall s"):
+        table.add_column(col, justify="right")
+    for r in rounds:
+        table.add_row(
+            str(r["k"]),
+            f"{r['teacher_steps']}→{r['student_steps']}",
+            r["status"],
+            f"{r['updates_done']}/{r['updates']}",
+            _fmt(r.get("lr"), ".3g"),
+            _fmt(r.get("loss"), ".4g"),
+            _fmt(r.get("fid")),
+            _fmt(r.get("ddim_fid")),
+            _fmt(r.get("wall_seconds"), ".0f"),
+        )
+    return table
+
+
+def watch(client: Client, campaign_id: str, console: Console) -> int:
+    """Follow the campaign until it is final: 0 when it succeeded, 1 otherwise."""
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    tasks: dict[int, Any] = {}
+    shown: dict[int, str] = {}
+    last: dict[str, Any] = {}
+    status_shown = ""
+    with bars:
+        for attempt in range(RECONNECTS):
+            try:
+                for event, data in client.events(campaign_id):
+                    if event != "campaign":
+                        continue
+                    last = data
+                    for r in data["rounds"]:
+                        k = r["k"]
+                        if k not in tasks:
+                            desc = f"round {k} {r['teacher_steps']}→{r['student_steps']}"
+                            tasks[k] = bars.add_task(desc, total=r["updates"], info="")
+                        info = r["status"] + (f" loss {r['loss']:.4g}" if r.get("loss") else "")
+                        if r.get("fid") is not None:
+                            info += f" FID {r['fid']:.2f}"
+                        bars.update(tasks[k], completed=r["updates_done"], info=info)
+                        line = round_line(r)
+                        if line.split(",")[0] != shown.get(k, "").split(",")[0]:
+                            console.print(line, soft_wrap=True)  # a status change: also in logs
+                        shown[k] = line
+                    c = data["campaign"]
+                    if c["status"] != status_shown:
+                        reason = f" ({c['reason']})" if c.get("reason") else ""
+                        console.print(
+                            f"{c['id']} {c['name']}: {c['status']}{reason}", soft_wrap=True
+                        )
+                        status_shown = c["status"]
+                if last and last["campaign"]["status"] in FINAL:
+                    break
+            except ApiError as exc:
+                if exc.status is not None or attempt == RECONNECTS - 1:
+                    raise
+            time.sleep(2.0)  # the stream broke (API restarting?): follow it again
+    if not last:
+        raise ApiError(f"no events from campaign {campaign_id}")
+    c = last["campaign"]
+    console.print(rounds_table(c, last["rounds"]))
+    if c["status"] == "succeeded":
+        console.print(f"campaign {c['id']} succeeded; best FID {_fmt(c.get('best_fid'))}")
+        return 0
+    reason = c.get("reason") or "no reason given"
+    console.print(f"campaign {c['id']} {c['status']}: {reason}", soft_wrap=True)
+    return 1

@@ -1,0 +1,240 @@
+"""The campaign driver: the entry point of a campaign's Ray Job,
+
+    python -m orchestrator.driver CAMPAIGN_ID --submission-id SID
+
+It reads the campaign from the store, marks it running, runs it with `run_campaign` (the stage
+records in storage make a rerun skip what is finished) and copies progress into the store on
+every poll: round status, updates done and loss (MLflow `train/loss` of the round run), the
+learning rate and Tune trials, FIDs, wall and GPU seconds. At the end it marks the campaign
+succeeded or failed with the reason.
+
+Fencing: every write is conditional on the campaign still being running under this driver's
+submission id. When it is not (cancelled, requeued by the reconciler, a newer attempt), the
+driver stops quietly and leaves the store to whoever owns the campaign now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Any
+
+from orchestrator.jobs import storage_name
+from orchestrator.settings import Settings
+from orchestrator.spec import CampaignSpec, RoundPlan, parse_spec, plan_rounds
+from orchestrator.store import CampaignStatus, RoundStatus, Store, TrialStatus
+
+ACTOR = "driver"
+_ACTIVE = {RoundStatus.TUNING, RoundStatus.TRAINING, RoundStatus.EVALUATING}
+
+
+class FencedError(Exception):
+    """The campaign is no longer this driver's to run."""
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _total(*parts: Any) -> float | None:
+    present = [float(p) for p in parts if p is not None and math.isfinite(float(p))]
+    return sum(present) if present else None
+
+
+class ProgressWriter:
+    """Copies a campaign's progress (stage records, MLflow) into the store; writes only what
+    changed, so watchers of the store see one change per real change."""
+
+    def __init__(self, store: Store, campaign_id: str, sid: str, spec: CampaignSpec) -> None:
+        self.store, self.campaign_id, self.sid, self.spec = store, campaign_id, sid, spec
+        self.plan = plan_rounds(spec)
+        self.rounds: dict[int, dict[str, Any]] = {}
+        self.trials_done: set[int] = set()
+        self.campaign: dict[str, Any] = {}
+        self.run_ids: dict[str, str] = {}
+        self.last: tuple[Any, Any] | None = None
+
+    def check(self) -> None:
+        c = self.store.get_campaign(self.campaign_id, team_id=None)
+        if c is None or c.status is not CampaignStatus.RUNNING or c.submission_id != self.sid:
+            where = "gone" if c is None else f"{c.status.value} (job {c.submission_id})"
+            raise FencedError(f"campaign {self.campaign_id} is {where}; driver {self.sid} stops")
+
+    def poll(self, c: Any, tracker: Any) -> None:
+        """`run_campaign`'s on_poll hook: `c` is the stages.Campaign, `tracker` its Tracker."""
+        self.check()
+        self.last = (c, tracker)
+        ready = c.record("teacher") is not None
+        for p in self.plan:
+            done = self.rounds.get(p.round, {}).get("status") is RoundStatus.SUCCEEDED
+            if done:
+                ready = True
+                continue
+            tune = c.record(f"round-{p.round}-tune")
+            train = c.record(f"round-{p.round}-train")
+            ev = c.record(f"round-{p.round}-eval")
+            fields = self._round(c, tracker, p, ready, tune, train, ev)
+            ready = train is not None
+            if fields != self.rounds.get(p.round):
+                self.store.update_round(self.campaign_id, p.round, **fields)
+                self.rounds[p.round] = fields
+            if tune and tune.get("trials") and p.round not in self.trials_done:
+                self._trials(p, tune["trials"])
+        self._campaign(c, tracker)
+
+    def _run_id(self, tracker: Any, key: str) -> str | None:
+        if key not in self.run_ids and (found := tracker.find(key)) is not None:
+            self.run_ids[key] = found
+        return self.run_ids.get(key)
+
+    def _round(
+        self,
+        c: Any,
+        tracker: Any,
+        p: RoundPlan,
+        ready: bool,
+        tune: dict[str, Any] | None,
+        train: dict[str, Any] | None,
+        ev: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        key = f"campaign/{c.spec.name}/round-{p.round}"
+        if ev is not None:
+            status = RoundStatus.SUCCEEDED
+        elif train is not None:
+            status = RoundStatus.EVALUATING
+        elif tune is not None or (ready and not self.spec.tune.enabled):
+            status = RoundStatus.TRAINING
+        elif ready:
+            status = RoundStatus.TUNING
+        else:
+            status = RoundStatus.PENDING
+        updates_done, loss = 0, None
+        if train is not None:
+            updates_done, loss = p.updates, _finite(train.get("final_loss"))
+        elif status is RoundStatus.TRAINING:
+            history = tracker.history(key, "train/loss")
+            if history:
+                updates_done, loss = int(history[-1].step), _finite(history[-1].value)
+        tune, train, ev = tune or {}, train or {}, ev or {}
+        return {
+            "status": status,
+            "updates_done": min(updates_done, p.updates),
+            "loss": loss,
+            "lr": _finite(tune.get("lr")),
+            "fid": _finite(ev.get("fid")),
+            "ddim_fid": _finite(ev.get("ddim_fid")),
+            "wall_seconds": _total(
+                tune.get("wall_seconds"), train.get("train_seconds"), ev.get("eval_seconds")
+            ),
+            "gpu_seconds": _total(
+                tune.get("gpu_seconds"), train.get("gpu_seconds"), ev.get("gpu_seconds")
+            ),
+            "mlflow_run_id": train.get("run_id")
+            or (self._run_id(tracker, key) if status is not RoundStatus.PENDING else None),
+        }
+
+    def _trials(self, p: RoundPlan, trials: list[dict[str, Any]]) -> None:
+        for t in trials:
+            finished = int(t.get("update", 0)) >= self.spec.tune.trial_updates
+            self.store.upsert_trial(
+                self.campaign_id,
+                p.round,
+                int(t["trial"]),
+                lr=float(t["lr"]),
+                val_loss=_finite(t.get("val_loss")),
+                status=TrialStatus.SUCCEEDED if finished else TrialStatus.STOPPED,
+            )
+        self.trials_done.add(p.round)
+
+    def _campaign(self, c: Any, tracker: Any) -> None:
+        started = [k for k, r in self.rounds.items() if r["status"] is not RoundStatus.PENDING]
+        fids = [r["fid"] for r in self.rounds.values() if r["fid"] is not None]
+        fields = {
+            "current_round": max(started) if started else None,
+            "best_fid": min(fids) if fids else None,
+            "mlflow_run_id": self._run_id(tracker, f"campaign/{c.spec.name}"),
+        }
+        if fields != self.campaign:
+            self.store.update_campaign(self.campaign_id, **fields)
+            self.campaign = fields
+
+    def fail_active_rounds(self) -> None:
+        for k, r in self.rounds.items():
+            if r["status"] in _ACTIVE:
+                self.store.update_round(self.campaign_id, k, status=RoundStatus.FAILED)
+
+
+def _connect_ray(settings: Settings) -> None:
+    import ray
+
+    # Inside a Ray Job, RAY_ADDRESS names the cluster the job runs on.
+    address = os.environ.get("RAY_ADDRESS") or settings.ray_address or "auto"
+    ray.init(address=address)
+
+
+def drive(store: Store, settings: Settings, campaign_id: str, sid: str) -> int:
+    """Run the campaign; 0 when its outcome is recorded (or it is not ours any more)."""
+    from orchestrator.campaign import run_campaign
+
+    found = store.get_campaign(campaign_id, team_id=None)
+    if found is None:
+        print(f"no campaign {campaign_id} in the store", file=sys.stderr)
+        return 2
+    c, _ = store.transition(
+        campaign_id,
+        CampaignStatus.RUNNING,
+        actor=ACTOR,
+        only_from={CampaignStatus.STARTING},
+        only_submission=sid,
+    )
+    if c.status is not CampaignStatus.RUNNING or c.submission_id != sid:
+        print(f"campaign {campaign_id} is {c.status.value} under job {c.submission_id}: not ours")
+        return 0
+    spec = parse_spec({**c.spec, "name": storage_name(c.id, c.name)}, source=campaign_id)
+    writer = ProgressWriter(store, campaign_id, sid, spec)
+
+    def finish(status: CampaignStatus, reason: str | None = None) -> None:
+        store.transition(
+            campaign_id,
+            status,
+            actor=ACTOR,
+            reason=reason,
+            only_from={CampaignStatus.RUNNING},
+            only_submission=sid,
+        )
+
+    try:
+        _connect_ray(settings)
+        run_campaign(spec, settings, on_status=print, on_poll=writer.poll)
+    except FencedError as exc:
+        print(exc)
+        return 0
+    except Exception as exc:
+        reason = str(exc) or type(exc).__name__
+        print(f"campaign {campaign_id} failed: {reason}", file=sys.stderr)
+        writer.fail_active_rounds()
+        finish(CampaignStatus.FAILED, reason)
+        return 0
+    if writer.last is not None:  # every record exists now: the rounds' final figures
+        writer.poll(*writer.last)
+    finish(CampaignStatus.SUCCEEDED)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.driver")
+    parser.add_argument("campaign_id")
+    parser.add_argument("--submission-id", required=True, help="this Ray Job's submission id")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    with Store.from_url(settings.database_url) as store:
+        return drive(store, settings, args.campaign_id, args.submission_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

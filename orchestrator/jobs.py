@@ -1,0 +1,174 @@
+"""A campaign's Ray Job: its names (submission id, storage name) and the Ray Jobs API calls the
+control plane makes (submit, status, stop, logs), plus the cluster's nodes and resources.
+
+Ray job status is advisory: the control plane's store decides (see DESIGN.md). Calls that reach
+the cluster raise `RayUnavailableError` when it cannot be reached, so a caller never mistakes
+"Ray is down" for "the job is gone".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+from orchestrator.settings import Settings
+from orchestrator.spec import ResourcesSpec
+
+_ATTEMPT = re.compile(r"^pdistill-(?P<cid>[a-z0-9-]+)-a(?P<n>\d+)$")
+# Settings the campaign driver needs (read again there from the environment).
+_FORWARDED = ("database_url", "mlflow_tracking_uri", "storage_uri", "cache_dir")
+FINAL_JOB_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+
+class RayUnavailableError(RuntimeError):
+    """The Ray cluster (its dashboard / Jobs API or GCS) did not answer."""
+
+
+def submission_id(campaign_id: str, attempt: int) -> str:
+    """One Ray Job per attempt: submitting the same attempt twice cannot start it twice."""
+    return f"pdistill-{campaign_id}-a{attempt}"
+
+
+def attempt_of(sid: str | None) -> int:
+    """The attempt number in a submission id; 0 before the first submission."""
+    m = _ATTEMPT.match(sid or "")
+    return int(m["n"]) if m else 0
+
+
+def storage_name(campaign_id: str, name: str) -> str:
+    """The name a campaign runs under (storage prefix, MLflow keys, registered model): unique
+    per campaign, so two teams that submit the same spec name never share a record."""
+    return f"{campaign_id}-{name}"[:63]
+
+
+@dataclasses.dataclass(frozen=True)
+class Demand:
+    """What a campaign needs from the cluster while it runs: its Train workers' CPUs and GPUs
+    (at least one CPU: the teacher and the evaluations run as 1-CPU tasks)."""
+
+    cpus: float
+    gpus: float
+    bundles: tuple[tuple[tuple[str, float], ...], ...]  # one {"CPU", "GPU"} bundle per worker
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> Demand:
+        res = ResourcesSpec.model_validate(spec.get("resources") or {})
+        bundle = (("CPU", res.cpus_per_worker), ("GPU", res.gpus_per_worker))
+        return cls(
+            cpus=max(1.0, res.workers * res.cpus_per_worker),
+            gpus=res.workers * res.gpus_per_worker,
+            bundles=(bundle,) * res.workers,
+        )
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """Environment of a campaign's Ray Job: the settings the driver reads, and AWS_* (boto3 and
+    pyarrow read those), unless the cluster carries its own (settings.job_env_forward)."""
+    if not settings.job_env_forward:
+        return {}
+    env = {f"PDISTILL_{k.upper()}": str(getattr(settings, k)) for k in _FORWARDED}
+    env |= {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    return env
+
+
+def _is_status(exc: Exception, code: int) -> bool:
+    return f"status code {code}" in str(exc)
+
+
+class RayJobs:
+    """The Jobs API of one cluster (`JobSubmissionClient`, made on first use: its constructor
+    already calls the dashboard)."""
+
+    def __init__(self, dashboard_url: str) -> None:
+        self.url = dashboard_url.rstrip("/")
+        self._client: Any = None
+
+    def _jobs(self) -> Any:
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            try:
+                self._client = JobSubmissionClient(self.url)
+            except (ConnectionError, RuntimeError, OSError) as exc:
+                raise RayUnavailableError(f"Ray Jobs API at {self.url}: {exc}") from exc
+        return self._client
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(self._jobs(), name)(*args, **kwargs)
+        except RayUnavailableError:
+            raise
+        except (ConnectionError, OSError) as exc:
+            self._client = None
+            raise RayUnavailableError(f"Ray Jobs API at {self.url}: {exc}") from exc
+
+    def version(self) -> str:
+        return str(self._call("get_version"))
+
+    def submit(self, sid: str, *, campaign_id: str, env: dict[str, str]) -> bool:
+        """Submit the driver of `campaign_id` as job `sid`; False if that job already exists.
+        Raises RayUnavailableError also when the cluster cannot take jobs yet (its agent not up)."""
+        try:
+            self._call(
+                "submit_job",
+                entrypoint=f"python -m orchestrator.driver {campaign_id} --submission-id {sid}",
+                submission_id=sid,
+                runtime_env={"env_vars": env} if env else None,
+                metadata={"pdistill_campaign": campaign_id},
+            )
+        except RuntimeError as exc:
+            if "already exists" in str(exc):
+                return False
+            raise RayUnavailableError(f"cannot submit Ray job {sid}: {exc}") from exc
+        return True
+
+    def status(self, sid: str) -> tuple[str, str] | None:
+        """(status, message) of job `sid` (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), or None
+        when the cluster does not know it (never submitted, or the head restarted)."""
+        try:
+            info = self._call("get_job_info", sid)
+        except RuntimeError as exc:
+            if _is_status(exc, 404):
+                return None
+            raise RayUnavailableError(f"Ray job {sid}: {exc}") from exc
+        return str(info.status.value if hasattr(info.status, "value") else info.status), str(
+            info.message or ""
+        )
+
+    def stop(self, sid: str) -> bool:
+        """Ask job `sid` to stop; False if it was not running or does not exist."""
+        try:
+            return bool(self._call("stop_job", sid))
+        except RuntimeError as exc:
+            if _is_status(exc, 404):
+                return False
+            raise RayUnavailableError(f"cannot stop Ray job {sid}: {exc}") from exc
+
+    def logs(self, sid: str) -> str | None:
+        """The job's whole log so far; None when the cluster does not know the job."""
+        try:
+            return str(self._call("get_job_logs", sid))
+        except RuntimeError as exc:
+            if _is_status(exc, 404):
+                return None
+            raise RayUnavailableError(f"logs of Ray job {sid}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeInfo:
+    id: str
+    alive: bool
+    address: str
+    cpus: float
+    gpus: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    nodes: list[NodeInfo]
+    cpus_total: float
+    gpus_total: float
+    cpus_available: float
+    gpus_available: float

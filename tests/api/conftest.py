@@ -1,0 +1,64 @@
+"""Fixtures of the control-plane tests: databases (a SQLite file and the machine's PostgreSQL),
+a Ray head in its own process (the API under test connects to it as it would to a cluster).
+
+The Ray tests never call `ray.init` in the pytest process: the API subprocess does, so these
+tests cannot disturb the session Ray of tests/orchestrator (nor its token settings)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+from api_harness import BUCKET, PG_ADMIN, pg_schema_url
+
+from orchestrator import ray_head
+
+
+@pytest.fixture(scope="session")
+def api_pg_database() -> Iterator[str]:
+    name = f"pdistill_api_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"the API tests need PostgreSQL at 127.0.0.1:5432 (user postgres): {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield name
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with pg_schema_url(request.getfixturevalue("api_pg_database")) as url:
+        yield url
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="package")
+def ray_head_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ray_head.Head]:
+    """A 2-CPU Ray head with its dashboard (Jobs API), in its own process group."""
+    head = ray_head.start(
+        num_cpus=2,
+        log_dir=tmp_path_factory.mktemp("ray-head"),
+        # Read by Train V2's controller: report polls every 0.1 s instead of 2 s.
+        env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"},
+    )
+    try:
+        yield head
+    finally:
+        ray_head.stop(head)
+
+
+@pytest.fixture(scope="session")
+def api_bucket(s3_endpoint: str) -> str:
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return BUCKET

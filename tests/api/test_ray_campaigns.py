@@ -1,0 +1,268 @@
+"""Campaigns through the whole control plane: the `pdistill` CLI → `pdistill serve` (PostgreSQL
+store) → one Ray Job per campaign on a real local Ray head → the driver writing progress back;
+checkpoints on S3 (moto_server), MLflow on SQLite. Nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from api_harness import TINY, ApiServer, api_env, cli, dashboard_job, pg_schema_url, wait_for
+
+from orchestrator import ray_head
+from orchestrator.store import Store
+
+# The e2e campaign also searches its LR: two short Tune trials before the round trains.
+TUNED = TINY | {
+    "name": "api-e2e",
+    "tune": {"enabled": True, "trials": 2, "trial_updates": 5, "lr_min": 5e-5, "lr_max": 2e-4},
+}
+
+
+@dataclass
+class Stack:
+    server: ApiServer
+    env: dict[str, str]  # the CLI's environment, with the team's token
+    head: ray_head.Head
+    database_url: str
+    tmp: Path
+
+    def http(self) -> httpx.Client:
+        token = self.env["PDISTILL_API_TOKEN"]
+        return httpx.Client(
+            base_url=self.server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    def get(self, path: str) -> Any:
+        with self.http() as h:
+            r = h.get(path)
+            r.raise_for_status()
+            return r.json()
+
+    def logs(self) -> str:
+        return f"--- API log ---\n{self.server.tail()}"
+
+    def spec_file(self, spec: dict[str, Any]) -> str:
+        path = self.tmp / f"{spec['name']}-{secrets.token_hex(3)}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return str(path)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    ray_head_proc: ray_head.Head,
+    api_pg_database: str,
+    api_bucket: str,
+    cache_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("ray-campaigns")
+    with pg_schema_url(api_pg_database) as url:
+        env = api_env(
+            tmp=tmp,
+            database_url=url,
+            head=ray_head_proc,
+            storage_uri=f"s3://{api_bucket}/{secrets.token_hex(4)}",
+            cache_dir=cache_dir,
+        )
+        made = cli("token", "create", "--team", "vision", "--gpu-quota", "1", env=env)
+        assert made.returncode == 0, made.stderr
+        token = made.stdout.strip()
+        assert token.startswith("pd_") and "created team vision" in made.stderr
+        server = ApiServer(env, tmp / "serve.log")
+        server.start()
+        try:
+            yield Stack(server, env | {"PDISTILL_API_TOKEN": token}, ray_head_proc, url, tmp)
+        finally:
+            server.stop()
+
+
+def _audit(stack: Stack, cid: str) -> list[tuple[str | None, str, str]]:
+    with Store.from_url(stack.database_url) as store:
+        return [(e.from_status, e.to_status, e.actor) for e in store.audit(cid)]
+
+
+def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
+    sub = cli("submit", stack.spec_file(TUNED), "--priority", "3", env=stack.env)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    cid = sub.stdout.strip()
+    watched = cli("watch", cid, env=stack.env, timeout=900)
+    assert watched.returncode == 0, watched.stdout + watched.stderr + stack.logs()
+    assert f"campaign {cid} succeeded" in watched.stdout
+    assert "round 1 (2→1 steps): training" in watched.stdout
+
+    c = stack.get(f"/v1/campaigns/{cid}")
+    sid = f"pdistill-{cid}-a1"
+    assert (c["status"], c["progress"], c["priority"], c["submission_id"]) == (
+        "succeeded",
+        1.0,
+        3,
+        sid,
+    )
+    assert c["started_at"] <= c["finished_at"] and c["mlflow_run_id"]
+    assert c["links"]["ray_dashboard"].endswith(f"/#/jobs/{sid}")
+    (r,) = stack.get(f"/v1/campaigns/{cid}/rounds")
+    assert (r["status"], r["updates_done"], r["teacher_steps"], r["student_steps"]) == (
+        "succeeded",
+        10,
+        2,
+        1,
+    )
+    assert r["fid"] > 0 and r["ddim_fid"] > 0 and c["best_fid"] == r["fid"]
+    assert 5e-5 * 0.999 <= r["lr"] <= 2e-4 * 1.001 and r["loss"] > 0
+    assert r["wall_seconds"] > 0 and r["gpu_seconds"] == 0 and r["mlflow_run_id"]
+    trials = stack.get(f"/v1/campaigns/{cid}/rounds/1/trials")
+    assert [t["index"] for t in trials] == [0, 1]
+    assert all(t["status"] == "succeeded" and t["val_loss"] > 0 for t in trials)
+    assert r["lr"] in {t["lr"] for t in trials}
+    loss = stack.get(f"/v1/campaigns/{cid}/rounds/1/loss")
+    assert [p["step"] for p in loss][-1] == 10 and all(p["loss"] > 0 for p in loss)
+    with stack.http() as h:
+        png = h.get(r["samples_url"])
+        assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.headers["content-type"] == "image/png"
+        text = h.get(f"/v1/campaigns/{cid}/logs", params={"lines": 50}).text
+    assert "rounds trained" in text or "round 1" in text, text
+    assert "all 1 rounds trained" in cli("logs", cid, "--lines", "500", env=stack.env).stdout
+    assert cid in cli("status", env=stack.env).stdout
+    # Each transition once, by whom it should be.
+    assert _audit(stack, cid) == [
+        (None, "queued", "team:vision"),
+        ("queued", "starting", "scheduler"),
+        ("starting", "running", "driver"),
+        ("running", "succeeded", "driver"),
+    ]
+    assert dashboard_job(stack.head, sid)["status"] == "SUCCEEDED"  # type: ignore[index]
+    cluster = stack.get("/v1/cluster")
+    assert [(n["alive"], n["cpus"]) for n in cluster["nodes"]] == [(True, 2.0)]
+    assert cluster["cpus"]["total"] == 2.0 and cluster["gpus"]["total"] == 0.0
+    metrics = httpx.get(f"{stack.server.url}/metrics").text
+    assert 'pdistill_campaigns{status="succeeded"} 1.0' in metrics
+
+
+def test_cancel_stops_the_running_round_and_its_ray_job(stack: Stack) -> None:
+    long = TINY | {"name": "api-cancel", "distill": {"updates": 5000, "checkpoint_every": 20}}
+    cid = cli("submit", stack.spec_file(long), env=stack.env).stdout.strip()
+    wait_for(
+        "round 1 to train",
+        lambda: stack.get(f"/v1/campaigns/{cid}/rounds")[0],
+        lambda r: r["status"] == "training" and r["updates_done"] > 0,
+        timeout=300,
+        context=stack.logs,
+    )
+    out = cli("cancel", cid, env=stack.env)
+    assert out.returncode == 0 and ("cancelling" in out.stdout or "cancelled" in out.stdout)
+    c = wait_for(
+        "the campaign to be cancelled",
+        lambda: stack.get(f"/v1/campaigns/{cid}"),
+        lambda c: c["status"] == "cancelled",
+        timeout=120,
+        context=stack.logs,
+    )
+    assert c["reason"] == "cancelled by team:vision"
+    (r,) = stack.get(f"/v1/campaigns/{cid}/rounds")
+    assert r["status"] == "cancelled" and 0 < r["updates_done"] < 5000
+    job = dashboard_job(stack.head, c["submission_id"])
+    assert job is not None and job["status"] == "STOPPED"
+    assert _audit(stack, cid)[-2:] == [
+        ("running", "cancelling", "team:vision"),
+        ("cancelling", "cancelled", "scheduler"),
+    ]
+    watched = cli("watch", cid, env=stack.env)
+    assert watched.returncode == 1 and "cancelled" in watched.stdout
+
+
+_READ_REQUEST = """
+import json, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+from ray.autoscaler.v2.utils import is_autoscaler_v2
+if is_autoscaler_v2():
+    from ray._raylet import GcsClient
+    from ray.autoscaler.v2.sdk import get_cluster_resource_state
+    state = get_cluster_resource_state(GcsClient(address=sys.argv[1]))
+    print(json.dumps([
+        dict(b.resources_bundle)
+        for c in state.cluster_resource_constraints
+        for r in c.resource_requests
+        for b in [r.request] * r.count
+    ]))
+else:
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    print(raw.decode() if raw else "[]")
+"""
+
+
+def _requested(stack: Stack) -> list[dict[str, float]]:
+    """What the Ray autoscaler was asked for, read back from the cluster by another process."""
+    env = {**stack.env, **stack.head.env()}
+    out = subprocess.run(
+        [sys.executable, "-c", _READ_REQUEST, stack.head.address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_gpu_campaign_waits_and_its_demand_goes_to_the_autoscaler(stack: Stack) -> None:
+    gpu = TINY | {"name": "api-gpu", "resources": {"workers": 1, "gpus_per_worker": 1}}
+    cid = cli("submit", stack.spec_file(gpu), env=stack.env).stdout.strip()
+    c = wait_for(
+        "the GPU campaign to say why it waits",
+        lambda: stack.get(f"/v1/campaigns/{cid}"),
+        lambda c: (c["reason"] or "").startswith("waiting for cluster capacity"),
+        timeout=60,
+        context=stack.logs,
+    )
+    assert c["status"] == "queued" and "needs 1 CPUs and 1 GPUs" in c["reason"]
+    cluster = wait_for(
+        "the demand to go to the autoscaler",
+        lambda: stack.get("/v1/cluster"),
+        lambda cluster: cluster["autoscaler_request"] != [],
+        timeout=60,
+        context=stack.logs,
+    )
+    assert cluster["queued"] == {"campaigns": 1, "gpus": 1.0, "cpus": 1.0}
+    assert cluster["autoscaler_request"] == [{"CPU": 1.0, "GPU": 1.0}]
+    assert _requested(stack) == [{"CPU": 1.0, "GPU": 1.0}]
+    assert "pdistill_queue_gpus 1.0" in httpx.get(f"{stack.server.url}/metrics").text
+
+    assert cli("cancel", cid, env=stack.env).returncode == 0
+    wait_for(
+        "the request to be cleared",
+        lambda: stack.get("/v1/cluster")["autoscaler_request"],
+        lambda req: req == [],
+        timeout=30,
+    )
+    assert _requested(stack) == []
+    assert stack.get(f"/v1/campaigns/{cid}")["status"] == "cancelled"
+
+
+def test_cli_errors_are_one_line_with_exit_codes(stack: Stack, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(TINY | {"steps": {"start": 6, "target": 1}}))
+    out = cli("submit", str(bad), env=stack.env)
+    assert out.returncode == 2 and "steps.start" in out.stderr and "power of two" in out.stderr
+    out = cli("status", "c-000000000000", env=stack.env)
+    assert out.returncode == 2 and "no campaign 'c-000000000000'" in out.stderr
+    out = cli("status", env=stack.env | {"PDISTILL_API_TOKEN": "pd_wrong"})
+    assert out.returncode == 2 and "unknown or revoked token" in out.stderr
+    no_token = {k: v for k, v in stack.env.items() if k != "PDISTILL_API_TOKEN"}
+    out = cli("status", env=no_token)
+    assert out.returncode == 2 and "PDISTILL_API_TOKEN" in out.stderr
+    out = cli("status", env=stack.env | {"PDISTILL_API_URL": "http://127.0.0.1:9"})
+    assert out.returncode == 1 and "cannot reach the API" in out.stderr

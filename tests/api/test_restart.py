@@ -1,0 +1,151 @@
+"""The API process dies (SIGKILL) mid-campaign and comes back: the campaign, a Ray Job of its own,
+goes on meanwhile; then its driver dies too, and the reconciler of the restarted API resumes it
+(finished stages skipped); the campaign completes; the store holds each transition once.
+
+Then the embedded Ray head of `pdistill serve`: it outlives a killed API, the restarted API
+adopts it, and a clean shutdown stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+from pathlib import Path
+
+import httpx
+from api_harness import ADMIN, TINY, ApiServer, api_env, cli, dashboard_job, wait_for
+
+from orchestrator import ray_head
+from orchestrator.store import Store
+
+# The driver is killed as soon as the round trains (a Train run takes >10 s to start), so the
+# round is short; few checkpoints (each one a PUT to S3) keep it fast.
+UPDATES = 200
+
+
+def test_api_and_driver_die_mid_campaign_and_the_campaign_completes(
+    ray_head_proc: ray_head.Head, api_bucket: str, cache_dir: Path, tmp_path: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    env = api_env(
+        tmp=tmp_path,
+        database_url=db,
+        head=ray_head_proc,
+        storage_uri=f"s3://{api_bucket}/{secrets.token_hex(4)}",
+        cache_dir=cache_dir,
+    )
+    token = cli("token", "create", "--team", "vision", env=env).stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    server = ApiServer(env, tmp_path / "serve.log")
+    server.start()
+    try:
+        distill = {"updates": UPDATES, "checkpoint_every": 50}
+        spec = TINY | {"name": "api-restart", "distill": distill}
+        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as h:
+            r = h.post("/v1/campaigns", json=spec, headers={"Idempotency-Key": "k"})
+            assert r.status_code == 201, r.text
+            cid = r.json()["id"]
+            wait_for(
+                "the driver to report",
+                lambda: h.get(f"/v1/campaigns/{cid}").json(),
+                lambda c: c["status"] == "running",
+                timeout=300,
+                context=server.tail,
+            )
+
+        # 1. The API dies. The campaign's driver is a Ray Job: it goes on.
+        server.kill()
+        first = f"pdistill-{cid}-a1"
+        job = dashboard_job(ray_head_proc, first)
+        assert job is not None and job["status"] in ("PENDING", "RUNNING"), job
+
+        server.start()
+        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as h:
+            # The same POST, retried after the crash, is the same campaign.
+            again = h.post("/v1/campaigns", json=spec, headers={"Idempotency-Key": "k"})
+            assert (again.status_code, again.json()["id"]) == (200, cid)
+            training = wait_for(
+                "round 1 to train",
+                lambda: h.get(f"/v1/campaigns/{cid}/rounds").json()[0],
+                lambda r: r["status"] not in ("pending", "tuning"),
+                timeout=300,
+                context=server.tail,
+            )
+            assert training["status"] == "training", f"the round ended too soon: {training}"
+            # 2. The driver dies (SIGKILL): the reconciler requeues the campaign, attempt 2
+            # skips the teacher (its stage record exists) and resumes the round.
+            job = dashboard_job(ray_head_proc, first)
+            assert job is not None and job["driver_info"], job
+            os.kill(int(job["driver_info"]["pid"]), signal.SIGKILL)
+            c = wait_for(
+                "the campaign to end",
+                lambda: h.get(f"/v1/campaigns/{cid}").json(),
+                lambda c: c["status"] in ("succeeded", "failed", "cancelled"),
+                timeout=600,
+                context=server.tail,
+            )
+            assert c["status"] == "succeeded", c
+            assert c["submission_id"] == f"pdistill-{cid}-a2"
+            (rnd,) = h.get(f"/v1/campaigns/{cid}/rounds").json()
+            assert (rnd["status"], rnd["updates_done"]) == ("succeeded", UPDATES)
+            assert rnd["fid"] > 0
+            second_log = h.get(f"/v1/campaigns/{cid}/logs", params={"lines": 100000}).text
+    finally:
+        server.stop()
+    assert "teacher: training" not in second_log  # finished stages are not run again
+    with Store.from_url(db) as store:
+        trail = [(e.from_status, e.to_status, e.actor) for e in store.audit(cid)]
+        assert len(store.list_campaigns(team_id=None)[0]) == 1
+    assert trail == [
+        (None, "queued", "team:vision"),
+        ("queued", "starting", "scheduler"),
+        ("starting", "running", "driver"),
+        ("running", "queued", "scheduler"),
+        ("queued", "starting", "scheduler"),
+        ("starting", "running", "driver"),
+        ("running", "succeeded", "driver"),
+    ]
+    assert dashboard_job(ray_head_proc, first)["status"] == "FAILED"  # type: ignore[index]
+    assert dashboard_job(ray_head_proc, f"pdistill-{cid}-a3") is None  # nothing ran twice
+
+
+def test_serve_embeds_a_ray_head_that_survives_a_crash_and_stops_cleanly(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    env = api_env(
+        tmp=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        head=None,  # nothing configured: `pdistill serve` starts its own head
+        storage_uri=str(tmp_path / "storage"),
+        cache_dir=cache_dir,
+    ) | {"PDISTILL_EMBEDDED_RAY_CPUS": "1"}
+    state = tmp_path / "state" / ray_head.STATE_FILE
+    server = ApiServer(env, tmp_path / "serve.log")
+    server.start()
+    try:
+        first = json.loads(state.read_text())
+        assert oct(state.stat().st_mode & 0o777) == "0o600"  # it holds the cluster's token
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        cluster = httpx.get(f"{server.url}/v1/cluster", headers=admin, timeout=30).json()
+        assert [n["cpus"] for n in cluster["nodes"]] == [1.0]
+        server.kill()
+        assert ray_head.load(tmp_path / "state") is not None  # the head is still up
+        server.start()
+        assert json.loads(state.read_text())["pid"] == first["pid"]  # adopted, not restarted
+        assert "reusing a local Ray head" in server.tail()
+    finally:
+        server.stop()
+    assert not state.exists()
+    head = ray_head.Head(**first)
+    assert not ray_head.answers(head)
+    assert _gone(head.pid), f"the embedded head {head.pid} still runs"
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie (its parent, the killed API, cannot reap it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return True
+    return fields[0] == "Z"
