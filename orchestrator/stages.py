@@ -69,7 +69,7 @@ class Campaign:
     def campaign_run(self, tracker: Tracker) -> str:
         key = f"campaign/{self.spec.name}"
         found = tracker.find(key)
-        run_id = tracker.run(name=self.spec.name, key=key, kind="campaign")
+        run_id = found or tracker.run(name=self.spec.name, key=key, kind="campaign")
         if found is None:  # first time: the resolved spec and its plan, as params and a file
             tracker.params(run_id, {"spec": self.spec.model_dump_json(), "rounds": len(self.plan)})
             tracker.artifact_json(
