@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
 from orchestrator.jobs import Demand, RayUnavailableError, attempt_of, job_env, submission_id
@@ -159,6 +160,7 @@ class Reconciler:
     def __init__(self, store: Store, settings: Settings, link: RayLink) -> None:
         self.store, self.settings, self.link = store, settings, link
         self._requested: list[dict[str, float]] | None = None
+        self._requested_at = 0.0  # time.monotonic() of the last request sent
         self.last_error: str | None = None
         self.ticks = 0
 
@@ -299,16 +301,20 @@ class Reconciler:
     # -- 3. autoscaler -------------------------------------------------------------------------
     def ask_autoscaler(self, waiting: list[CampaignView]) -> None:
         """While GPU campaigns wait, request the bundles of every GPU campaign (running ones
-        included: the request is for the cluster's total shape, not an increment)."""
+        included: the request is for the cluster's total shape, not an increment). Sent when it
+        changes, and a standing request again every `autoscaler_refresh_s`: Ray keeps only the
+        last request made on the cluster (last writer wins), and Ray Train's coordinator makes
+        its own."""
         bundles: list[dict[str, float]] = []
         if any(c.gpus > 0 for c in waiting):
             for c in [*self._active(), *waiting]:
                 if c.gpus > 0:
                     for bundle in Demand.of(c.spec).bundles:
                         bundles.append({k: v for k, v in bundle if v > 0})
-        if bundles != self._requested:
+        stale = time.monotonic() - self._requested_at >= self.settings.autoscaler_refresh_s
+        if bundles != self._requested or (bundles and stale):
             self.link.request_resources(bundles)
-            self._requested = bundles
+            self._requested, self._requested_at = bundles, time.monotonic()
 
     @property
     def requested(self) -> list[dict[str, float]]:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # looks at the queue and at the running campaigns' Ray Jobs.
     reconcile: bool = True
     reconcile_interval_s: float = Field(default=1.0, gt=0)
+    # While campaigns wait for GPUs, their demand goes to the Ray autoscaler when it changes and
+    # again this often: `request_resources` keeps only the last request made on the cluster, and
+    # Ray Train's own autoscaling coordinator makes requests too.
+    autoscaler_refresh_s: float = Field(default=30.0, gt=0)
     # At most this many campaigns starting/running at once (None: as many as the cluster's free
     # CPUs and GPUs admit; a campaign needs resources.workers × cpus_per_worker CPUs, at least 1).
     max_running: int | None = Field(default=None, ge=1)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import socket
 import subprocess
 import sys
@@ -8,9 +9,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import torch
 
@@ -140,3 +142,51 @@ def s3_endpoint(s3_proxy: TcpProxy) -> str:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Feature networks and reference statistics, trained once per test session."""
     return tmp_path_factory.mktemp("cache")
+
+
+# -- databases ------------------------------------------------------------------------------------
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
+PgSchemas = Callable[[], contextlib.AbstractContextManager[str]]
+
+
+@pytest.fixture(scope="session")
+def pg_schemas() -> Iterator[PgSchemas]:
+    """A fresh database on the machine's PostgreSQL for this session, dropped at its end; the
+    fixture is a factory of fresh schemas in it (`with pg_schemas() as url:`), each URL putting
+    its schema first on the search path, so every test gets an empty store."""
+    database = f"pdistill_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"the store tests need PostgreSQL at 127.0.0.1:5432 (user postgres): {exc}")
+
+    @contextlib.contextmanager
+    def schema() -> Iterator[str]:
+        name = f"t_{secrets.token_hex(6)}"
+        conninfo = PG_ADMIN.replace("dbname=test", f"dbname={database}")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+            try:
+                yield (
+                    f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+                    f"?options=-csearch_path%3D{name}"
+                )
+            finally:
+                conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+    with admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+        try:
+            yield schema
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store's URL: a SQLite file, and a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with request.getfixturevalue("pg_schemas")() as url:
+        yield url

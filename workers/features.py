@@ -155,14 +155,24 @@ def load_inception(uri: str | None = None, *, device: str = "cpu") -> FeatureNet
 class SmallClassifier(nn.Module):
     """Two conv stages (pooling only while the map is >= 8 px) -> 4x4 -> 128-d -> classes."""
 
-    def __init__(self, *, in_channels: int, image_size: int, num_classes: int, width: int = 32,
-                 feature_dim: int = 128) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        image_size: int,
+        num_classes: int,
+        width: int = 32,
+        feature_dim: int = 128,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         size, ch = image_size, in_channels
         for out_ch in (width, 2 * width):
-            layers += [nn.Conv2d(ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch),
-                       nn.ReLU()]
+            layers += [
+                nn.Conv2d(ch, out_ch, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(),
+            ]
             if size >= 8:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
@@ -184,8 +194,9 @@ class SmallClassifier(nn.Module):
 class ClassifierFeatures:
     """Penultimate-layer (post-ReLU) features of a ``SmallClassifier``."""
 
-    def __init__(self, model: SmallClassifier, *, config: dict[str, Any], trained: bool,
-                 device: str) -> None:
+    def __init__(
+        self, model: SmallClassifier, *, config: dict[str, Any], trained: bool, device: str
+    ) -> None:
         self.model = model.to(device).eval()
         self.config = config
         self.name = f"classifier-{config['digest']}"
@@ -209,7 +220,7 @@ def _shift(x: Tensor, gen: torch.Generator, max_shift: int) -> Tensor:
     b, _, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4, value=-1.0)
     offs = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=gen).tolist()
-    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offs)])
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs)])
 
 
 def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: str) -> float:
@@ -217,15 +228,21 @@ def _accuracy(model: nn.Module, images: Tensor, labels: Tensor, device: str) -> 
     correct = 0
     with torch.no_grad():
         for i in range(0, len(images), 512):
-            logits = model(images[i:i + 512].to(device))
-            correct += int((logits.argmax(1).cpu() == labels[i:i + 512]).sum())
+            logits = model(images[i : i + 512].to(device))
+            correct += int((logits.argmax(1).cpu() == labels[i : i + 512]).sum())
     return correct / max(1, len(images))
 
 
-def train_classifier(dataset: ImageDataset, *, device: str = "cpu", seed: int = 0,
-                     epochs: int = 15, batch_size: int = 128, lr: float = 3e-3,
-                     width: int = 32
-                     ) -> tuple[SmallClassifier, dict[str, Any]]:
+def train_classifier(
+    dataset: ImageDataset,
+    *,
+    device: str = "cpu",
+    seed: int = 0,
+    epochs: int = 15,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    width: int = 32,
+) -> tuple[SmallClassifier, dict[str, Any]]:
     """Train on 90% of the labelled dataset; report accuracy on the other 10%."""
     if dataset.labels is None or dataset.num_classes is None:
         raise DatasetError(f"{dataset.uri!r}: classifier features need labels; it has none")
@@ -233,10 +250,18 @@ def train_classifier(dataset: ImageDataset, *, device: str = "cpu", seed: int = 
     assert train.labels is not None and held.labels is not None
     start = time.perf_counter()
     config: dict[str, Any] = {
-        "version": CLASSIFIER_VERSION, "digest": dataset.digest, "uri": dataset.uri,
-        "in_channels": dataset.num_channels, "image_size": dataset.image_size,
-        "num_classes": dataset.num_classes, "width": width, "feature_dim": 128, "seed": seed,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "version": CLASSIFIER_VERSION,
+        "digest": dataset.digest,
+        "uri": dataset.uri,
+        "in_channels": dataset.num_channels,
+        "image_size": dataset.image_size,
+        "num_classes": dataset.num_classes,
+        "width": width,
+        "feature_dim": 128,
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
     }
     gen = torch.Generator().manual_seed(seed)
     max_shift = max(1, dataset.image_size // 14)
@@ -253,7 +278,7 @@ def train_classifier(dataset: ImageDataset, *, device: str = "cpu", seed: int = 
         model.train()
         perm = torch.randperm(len(train), generator=gen)
         for i in range(0, len(train), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             x = _shift(train.images[idx], gen, max_shift).to(device)
             loss = F.cross_entropy(model(x), train.labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
@@ -279,8 +304,10 @@ def _save_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 def _build(config: dict[str, Any]) -> SmallClassifier:
     return SmallClassifier(
-        in_channels=config["in_channels"], image_size=config["image_size"],
-        num_classes=config["num_classes"], width=config["width"],
+        in_channels=config["in_channels"],
+        image_size=config["image_size"],
+        num_classes=config["num_classes"],
+        width=config["width"],
         feature_dim=config["feature_dim"],
     )
 
@@ -303,8 +330,9 @@ def _load_cached(
     return model, config
 
 
-def load_classifier_features(dataset: ImageDataset, *, cache_dir: Path, device: str = "cpu",
-                             seed: int = 0) -> ClassifierFeatures:
+def load_classifier_features(
+    dataset: ImageDataset, *, cache_dir: Path, device: str = "cpu", seed: int = 0
+) -> ClassifierFeatures:
     """Classifier features for ``dataset``, trained once and cached by the dataset's digest.
 
     The cache file ``cache_dir/classifier-{digest}.pt`` holds the state dict and the JSON
@@ -318,6 +346,7 @@ def load_classifier_features(dataset: ImageDataset, *, cache_dir: Path, device: 
         return ClassifierFeatures(model, config=config, trained=False, device=device)
     model, config = train_classifier(dataset, device=device, seed=seed)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _save_atomic(path, {"config_json": json.dumps(config, sort_keys=True),
-                        "state_dict": model.state_dict()})
+    _save_atomic(
+        path, {"config_json": json.dumps(config, sort_keys=True), "state_dict": model.state_dict()}
+    )
     return ClassifierFeatures(model, config=config, trained=True, device=device)

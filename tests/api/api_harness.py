@@ -6,23 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from orchestrator import ray_head
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 ADMIN = "admin-token-for-tests"
 BUCKET = "pdistill-api"
 # The tiny campaign of these tests: one round 2 → 1 steps on the 8×8 digits, one 1-CPU worker.
@@ -43,23 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# -- databases ------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def pg_schema_url(database: str) -> Iterator[str]:
-    """A fresh schema in `database`; the URL puts it first on the search path."""
-    schema = f"t_{secrets.token_hex(6)}"
-    conninfo = PG_ADMIN.replace("dbname=test", f"dbname={database}")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield (
-                f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-                f"?options=-csearch_path%3D{schema}"
-            )
-        finally:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def dashboard_job(head: ray_head.Head, sid: str) -> dict[str, Any] | None:

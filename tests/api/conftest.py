@@ -6,40 +6,13 @@ tests cannot disturb the session Ray of tests/orchestrator (nor its token settin
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
-import psycopg
 import pytest
-from api_harness import BUCKET, PG_ADMIN, pg_schema_url
+from api_harness import BUCKET
 
 from orchestrator import ray_head
-
-
-@pytest.fixture(scope="session")
-def api_pg_database() -> Iterator[str]:
-    name = f"pdistill_api_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"the API tests need PostgreSQL at 127.0.0.1:5432 (user postgres): {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield name
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    with pg_schema_url(request.getfixturevalue("api_pg_database")) as url:
-        yield url
 
 
 # -- Ray ------------------------------------------------------------------------------------------

@@ -4,8 +4,12 @@ checkpoints on S3 (moto_server), MLflow on SQLite. Nothing is mocked."""
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from api_harness import TINY, ApiServer, api_env, cli, dashboard_job, pg_schema_url, wait_for
+from api_harness import TINY, ApiServer, api_env, cli, dashboard_job, wait_for
 
 from orchestrator import ray_head
 from orchestrator.store import Store
@@ -57,20 +61,20 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(
     ray_head_proc: ray_head.Head,
-    api_pg_database: str,
+    pg_schemas: Callable[[], AbstractContextManager[str]],
     api_bucket: str,
     cache_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("ray-campaigns")
-    with pg_schema_url(api_pg_database) as url:
+    with pg_schemas() as url:
         env = api_env(
             tmp=tmp,
             database_url=url,
             head=ray_head_proc,
             storage_uri=f"s3://{api_bucket}/{secrets.token_hex(4)}",
             cache_dir=cache_dir,
-        )
+        ) | {"PDISTILL_AUTOSCALER_REFRESH_S": "2"}
         made = cli("token", "create", "--team", "vision", "--gpu-quota", "1", env=env)
         assert made.returncode == 0, made.stderr
         token = made.stdout.strip()
@@ -178,6 +182,48 @@ def test_cancel_stops_the_running_round_and_its_ray_job(stack: Stack) -> None:
     assert watched.returncode == 1 and "cancelled" in watched.stdout
 
 
+_READ_REQUEST = """
+import json, sys
+import ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+from ray.autoscaler.v2.utils import is_autoscaler_v2
+if is_autoscaler_v2():
+    from ray._raylet import GcsClient
+    from ray.autoscaler.v2.sdk import get_cluster_resource_state
+    state = get_cluster_resource_state(GcsClient(address=sys.argv[1]))
+    print(json.dumps([
+        dict(b.resources_bundle)
+        for c in state.cluster_resource_constraints
+        for r in c.resource_requests
+        for b in [r.request] * r.count
+    ]))
+else:
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    print(raw.decode() if raw else "[]")
+"""
+
+
+def _ray_side(stack: Stack, *args: str) -> str:
+    """Run Python against the test's Ray head in another process (the API never joins it)."""
+    out = subprocess.run(
+        [sys.executable, *args],
+        env={**stack.env, **stack.head.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _requested(stack: Stack) -> list[dict[str, float]]:
+    """What the Ray autoscaler was asked for, read back from the cluster."""
+    out = _ray_side(stack, "-c", _READ_REQUEST, stack.head.address)
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
 def test_gpu_campaign_waits_and_its_demand_goes_to_the_autoscaler(stack: Stack) -> None:
     gpu = TINY | {"name": "api-gpu", "resources": {"workers": 1, "gpus_per_worker": 1}}
     cid = cli("submit", stack.spec_file(gpu), env=stack.env).stdout.strip()
@@ -198,10 +244,19 @@ def test_gpu_campaign_waits_and_its_demand_goes_to_the_autoscaler(stack: Stack) 
     )
     assert cluster["queued"] == {"campaigns": 1, "gpus": 1.0, "cpus": 1.0}
     assert cluster["autoscaler_request"] == [{"CPU": 1.0, "GPU": 1.0}]
-    # What Ray holds now is not asserted: `request_resources` is last-writer-wins and Ray Train's
-    # own AutoscalingCoordinator (the campaigns of the other tests) also calls it, so Ray's view
-    # can already be {"CPU": 1} (seen in CI). Known product gap: the reconciler sends its demand
-    # only when it changes, so Train can overwrite it; it should re-assert it periodically.
+    # `request_resources` is last-writer-wins, and Ray Train's own coordinator calls it too:
+    # another client overwrites the request, and the reconciler puts its demand back.
+    ours = [{"CPU": 1.0, "GPU": 1.0}]
+    wait_for("Ray to hold the demand", lambda: _requested(stack), lambda r: r == ours, timeout=60)
+    other = json.dumps([{"CPU": 1.0}])
+    _ray_side(stack, "-m", "orchestrator.ray_link", "request-resources", stack.head.address, other)
+    wait_for(
+        "the reconciler to re-assert the demand",
+        lambda: _requested(stack),
+        lambda r: r == ours,
+        timeout=60,
+        context=stack.logs,
+    )
     assert "pdistill_queue_gpus 1.0" in httpx.get(f"{stack.server.url}/metrics").text
 
     assert cli("cancel", cid, env=stack.env).returncode == 0

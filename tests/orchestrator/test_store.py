@@ -15,7 +15,6 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -34,7 +33,6 @@ from orchestrator.store import (
 from orchestrator.store.migrate import MIGRATIONS
 from orchestrator.store.models import Base
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 ROOT = Path(__file__).resolve().parents[2]
 S = CampaignStatus
 T = TypeVar("T")
@@ -69,41 +67,9 @@ PATHS = {
 ROUNDS = [(1, 16, 8, 100), (2, 8, 4, 100), (3, 4, 2, 200)]
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    name = f"pdistill_store_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"the store tests need PostgreSQL at 127.0.0.1:5432 (user postgres): {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield name
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    database = request.getfixturevalue("pg_database")
-    schema = f"t_{secrets.token_hex(6)}"
-    conninfo = PG_ADMIN.replace("dbname=test", f"dbname={database}")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-        yield (
-            f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-            f"?options=-csearch_path%3D{schema}"
-        )
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
 @pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    with Store.from_url(url) as s:
+def store(db_url: str) -> Iterator[Store]:
+    with Store.from_url(db_url) as s:
         yield s
 
 
@@ -133,10 +99,10 @@ def _race(n: int, fn: Callable[[], T]) -> list[T]:
 
 
 # -- schema ---------------------------------------------------------------------------------------
-def test_migrate_builds_the_schema_of_the_models(url: str) -> None:
-    migrate(url)
-    migrate(url)  # at head already: nothing to do, no error
-    engine = create_engine(url)
+def test_migrate_builds_the_schema_of_the_models(db_url: str) -> None:
+    migrate(db_url)
+    migrate(db_url)  # at head already: nothing to do, no error
+    engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
