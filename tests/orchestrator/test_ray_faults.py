@@ -20,7 +20,7 @@ KILL_SPEC = {
     "diffusion": {"output": "v", "weighting": "snr_plus_one"},
     "teacher": {"train": {"updates": 30, "batch_size": 32, "warmup_updates": 5}},
     "steps": {"start": 2, "target": 1},
-    "distill": {"updates": 1500, "batch_size": 32, "checkpoint_every": 100},
+    "distill": {"updates": 600, "batch_size": 32, "checkpoint_every": 100},
     "resources": {"workers": 2, "max_failures": 2},
     "evaluation": {"samples": 32, "batch_size": 32},
 }
@@ -70,10 +70,11 @@ def test_killed_train_worker_resumes_round_from_checkpoint(ray_cluster, settings
     thread.join(timeout=600)
     assert killed is not None, f"never saw a checkpoint to kill after: {outcome}"
     assert "error" not in outcome, outcome.get("error")
-    assert outcome["report"]["rounds"][0]["updates"] == 1500
+    updates = KILL_SPEC["distill"]["updates"]
+    assert outcome["report"]["rounds"][0]["updates"] == updates
     steps = _loss_history(client, key)
     # Resumed, not restarted: the first reports are not repeated, and the round reached its end.
-    assert steps.count(100) == 1 and max(steps) == 1500, steps
+    assert steps.count(100) == 1 and max(steps) == updates, steps
     assert at_step in steps
     assert replacements, "Train did not start a new worker group after the kill"
 
@@ -93,7 +94,7 @@ DRIVER_SPEC = {
     **KILL_SPEC,
     "name": "ray-driver-kill",
     "steps": {"start": 4, "target": 1},
-    "distill": {"updates": 1000, "batch_size": 32, "checkpoint_every": 100},
+    "distill": {"updates": 500, "batch_size": 32, "checkpoint_every": 100},
 }
 
 
@@ -141,9 +142,10 @@ def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, sett
     assert [r["steps"] for r in report["rounds"]] == [2, 1]
     assert len(_round_runs(client, "ray-driver-kill")) == 2  # no duplicate round runs
     round1 = _loss_history(client, "campaign/ray-driver-kill/round-1")
-    assert round1.count(1000) == 1  # round 1 was not recomputed
+    updates = DRIVER_SPEC["distill"]["updates"]
+    assert round1.count(updates) == 1  # round 1 was not recomputed
     steps2 = _loss_history(client, key2)
-    assert steps2.count(100) == 1 and max(steps2) == 1000, steps2  # resumed, not restarted
+    assert steps2.count(100) == 1 and max(steps2) == updates, steps2  # resumed, not restarted
 
 
 RETRY_SPEC = {
@@ -207,7 +209,7 @@ def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray
 OUTAGE_SPEC = {
     **KILL_SPEC,
     "name": "ray-s3-outage",
-    "distill": {"updates": 800, "batch_size": 32, "checkpoint_every": 50},
+    "distill": {"updates": 400, "batch_size": 32, "checkpoint_every": 50},
 }
 
 
