@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.jobs import PendingSource
 from orchestrator.spec import CampaignSpec
 from orchestrator.store import CampaignStatus, RoundStatus, TrialStatus
 
@@ -109,6 +110,26 @@ class NodeOut(_Out):
     address: str
     cpus: float
     gpus: float
+    group: str = Field(
+        description="Its worker group: the node's `ray.io/node-group` label (on KubeRay the "
+        "groupName, `headgroup` for the head), else `head` for the head node, `default` otherwise."
+    )
+
+
+class GroupOut(_Out):
+    name: str = Field(description="The group's name, as on NodeOut.group.")
+    nodes: int = Field(description="Its alive nodes.")
+    cpus: float = Field(description="CPUs of its alive nodes.")
+    gpus: float = Field(description="GPUs of its alive nodes.")
+
+
+class PendingOut(_Out):
+    resources: dict[str, float] = Field(description='One bundle, e.g. {"CPU": 1, "GPU": 1}.')
+    count: int = Field(description="How many such bundles wait.")
+    source: PendingSource = Field(
+        description="tasks: tasks and actors; placement_groups: bundles of pending placement "
+        "groups (a Train run's workers)."
+    )
 
 
 class Usage(_Out):
@@ -124,6 +145,14 @@ class Demand(_Out):
 
 class ClusterOut(_Out):
     nodes: list[NodeOut]
+    groups: list[GroupOut] = Field(
+        description="Worker groups that some node names, the head's first (a group scaled to "
+        "zero shows only once Ray has seen one of its nodes)."
+    )
+    pending: list[PendingOut] | None = Field(
+        description="Resources waiting to be placed, cluster-wide (Ray does not say which group "
+        "would take them); null when Ray publishes no load report (autoscaler v2)."
+    )
     cpus: Usage
     gpus: Usage
     running: Demand = Field(description="Starting, running and cancelling campaigns.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 
 from orchestrator.settings import Settings
 from orchestrator.spec import ResourcesSpec
@@ -163,6 +163,31 @@ class NodeInfo:
     address: str
     cpus: float
     gpus: float
+    group: str = "default"  # its worker group (see ray_link.node_group)
+    is_head: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupInfo:
+    """A worker group as Ray sees it: the nodes that carry its name (alive ones counted)."""
+
+    name: str
+    nodes: int
+    cpus: float
+    gpus: float
+
+
+PendingSource = Literal["tasks", "placement_groups"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingDemand:
+    """`count` bundles of `resources` that Ray cannot place yet. `source`: "tasks" (tasks and
+    actors) or "placement_groups" (Train's workers ask this way)."""
+
+    resources: dict[str, float]
+    count: int
+    source: PendingSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,3 +197,6 @@ class ClusterInfo:
     gpus_total: float
     cpus_available: float
     gpus_available: float
+    groups: list[GroupInfo] = dataclasses.field(default_factory=list)
+    # Cluster-wide (Ray's load report is not per group); None when Ray publishes no load report.
+    pending: list[PendingDemand] | None = None

@@ -4,8 +4,9 @@ Ray's core worker ends the process that called `ray.init` when the GCS has been 
 a minute (seen here: "Failed to connect to GCS within 60 seconds", exit 1; and an abort when the
 head it was connected to is stopped), so an API connected that way would die with a Ray head
 restart. Everything the API needs goes over the dashboard's HTTP instead: the Jobs API
-(`RayJobs`), nodes (the state API) and resource usage (`/api/cluster_status`). The one call that
-needs the GCS, `request_resources` for the autoscaler, runs in a short-lived subprocess
+(`RayJobs`), nodes and their worker groups (the state API), resource usage and pending demand
+(`/api/cluster_status`). The one call that needs the GCS, `request_resources` for the
+autoscaler, runs in a short-lived subprocess
 (`python -m orchestrator.ray_link request-resources ADDRESS BUNDLES`).
 """
 
@@ -20,11 +21,29 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from orchestrator.jobs import ClusterInfo, NodeInfo, RayJobs, RayUnavailableError
+from orchestrator.jobs import (
+    ClusterInfo,
+    GroupInfo,
+    NodeInfo,
+    PendingDemand,
+    PendingSource,
+    RayJobs,
+    RayUnavailableError,
+)
 from orchestrator.settings import Settings
 
 HTTP_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 120.0
+# The node label Ray 2.60 derives from RAY_NODE_TYPE_NAME, which KubeRay sets in every Ray
+# container from the pod's `ray.io/group` label: the worker group's groupName, "headgroup" for
+# the head. So a KubeRay node names its group with no setting of ours.
+GROUP_LABEL = "ray.io/node-group"
+# Demand lists of Ray's load report, and what we call them. `requestDemand` is left out: it is the
+# whole cluster shape asked with request_resources, placed or not (the API shows its own request).
+_DEMANDS: tuple[tuple[str, PendingSource], ...] = (
+    ("resourceDemand", "tasks"),
+    ("pgDemand", "placement_groups"),
+)
 
 
 def dashboard_url(settings: Settings) -> str | None:
@@ -86,22 +105,17 @@ class RayLink:
             raise RayUnavailableError(f"Ray dashboard {url}: {exc}") from exc
 
     def cluster(self) -> ClusterInfo:
-        """Nodes (state API) and CPU/GPU totals and usage (the autoscaler's load report)."""
+        """Nodes and their groups (state API), CPU/GPU totals and usage and the pending demand
+        (the autoscaler's load report)."""
         rows = self._get("/api/v0/nodes?detail=1&limit=10000")["data"]["result"]["result"]
-        nodes = [
-            NodeInfo(
-                id=str(n["node_id"]),
-                alive=n.get("state") == "ALIVE",
-                address=str(n.get("node_ip", "")),
-                cpus=float((n.get("resources_total") or {}).get("CPU", 0.0)),
-                gpus=float((n.get("resources_total") or {}).get("GPU", 0.0)),
-            )
-            for n in rows
-        ]
+        nodes = [_node(row) for row in rows]
         alive = [n for n in nodes if n.alive]
         cpus, gpus = sum(n.cpus for n in alive), sum(n.gpus for n in alive)
-        status = self._get("/api/cluster_status?format=0")["data"].get("clusterStatus") or {}
-        usage = (status.get("loadMetricsReport") or {}).get("usage") or {}
+        status = self._get("/api/cluster_status?format=0")["data"].get("clusterStatus")
+        # Autoscaler v1 publishes this report; v2 (KubeRay's `autoscalerOptions.version: v2`)
+        # does not: then usage reads 0 and pending is None (unknown).
+        report = (status or {}).get("loadMetricsReport")
+        usage = (report or {}).get("usage") or {}
         used_cpus = float((usage.get("CPU") or [0.0])[0])
         used_gpus = float((usage.get("GPU") or [0.0])[0])
         return ClusterInfo(
@@ -110,6 +124,8 @@ class RayLink:
             gpus_total=gpus,
             cpus_available=max(0.0, cpus - used_cpus),
             gpus_available=max(0.0, gpus - used_gpus),
+            groups=group_nodes(nodes),
+            pending=pending_demand(report) if report is not None else None,
         )
 
     def request_resources(self, bundles: list[dict[str, float]]) -> None:
@@ -131,6 +147,76 @@ class RayLink:
 
     def close(self) -> None:
         """Nothing is held open (kept for symmetry with the app's lifespan)."""
+
+
+def node_group(row: dict[str, Any]) -> str:
+    """The worker group of a state-API node row: its `ray.io/node-group` label, else "head" for
+    the head node and "default" for any other (a node started without the label)."""
+    group = (row.get("labels") or {}).get(GROUP_LABEL)
+    if group:
+        return str(group)
+    return "head" if row.get("is_head_node") else "default"
+
+
+def _node(row: dict[str, Any]) -> NodeInfo:
+    total = row.get("resources_total") or {}
+    return NodeInfo(
+        id=str(row["node_id"]),
+        alive=row.get("state") == "ALIVE",
+        address=str(row.get("node_ip", "")),
+        cpus=float(total.get("CPU", 0.0)),
+        gpus=float(total.get("GPU", 0.0)),
+        group=node_group(row),
+        is_head=bool(row.get("is_head_node")),
+    )
+
+
+def group_nodes(nodes: list[NodeInfo]) -> list[GroupInfo]:
+    """Every group that some node names, with its alive nodes and their CPUs and GPUs (a group
+    whose nodes are all gone shows 0); the head's group first, then by name."""
+    names = {n.group for n in nodes}
+    heads = {n.group for n in nodes if n.is_head}
+    groups = []
+    for name in sorted(names, key=lambda g: (g not in heads, g)):
+        alive = [n for n in nodes if n.group == name and n.alive]
+        groups.append(
+            GroupInfo(
+                name=name,
+                nodes=len(alive),
+                cpus=sum((n.cpus for n in alive), 0.0),
+                gpus=sum((n.gpus for n in alive), 0.0),
+            )
+        )
+    return groups
+
+
+def _counted(entries: Any) -> list[tuple[dict[str, Any], int]]:
+    """The report's `[[item, count], ...]` lists; anything of another shape is skipped."""
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict):
+            out.append((entry[0], int(entry[1])))
+    return out
+
+
+def pending_demand(report: dict[str, Any]) -> list[PendingDemand]:
+    """What the load report says waits for resources, cluster-wide (the report does not say
+    which group would take it): task and actor bundles, and each bundle of pending placement
+    groups times the number of such groups."""
+    pending = []
+    for key, source in _DEMANDS:
+        for item, count in _counted(report.get(key)):
+            # A placement group entry is {"bundles": [[bundle, n], ...], "strategy": ...}.
+            bundles = _counted(item.get("bundles")) if source == "placement_groups" else [(item, 1)]
+            pending += [
+                PendingDemand(
+                    resources={k: float(v) for k, v in bundle.items()},
+                    count=n * count,
+                    source=source,
+                )
+                for bundle, n in bundles
+            ]
+    return pending
 
 
 def _request_resources(address: str, bundles: list[dict[str, float]]) -> None:

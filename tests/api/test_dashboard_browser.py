@@ -282,4 +282,9 @@ def test_cluster_page_shows_the_nodes_and_the_demand(page: Page, stack: Stack) -
     expect(page.locator("#nodes tbody tr")).to_contain_text("alive")
     expect(page.locator("#cpus")).to_contain_text("of 2 in use")
     expect(page.locator("#demand tr[data-demand=queued]")).to_be_visible()
+    # One `ray start --head` without a group label: its group is the fallback "head".
+    expect(page.locator("#groups tbody tr")).to_have_count(1)
+    expect(page.locator("#groups tr[data-group=head]")).to_contain_text("head")
+    expect(page.locator("#groups tfoot tr[data-pending]")).to_be_visible()
+    expect(page.locator("#nodes tbody tr")).to_contain_text("head")
     stack.shot(page, "06-cluster")

@@ -1,0 +1,181 @@
+"""Worker groups as Ray sees them, on a real 3-node local cluster (`ray.cluster_utils.Cluster`):
+`RayLink.cluster()` and `GET /v1/cluster` read them over the dashboard's HTTP, as the API does.
+
+A node names its group as on KubeRay: KubeRay sets RAY_NODE_TYPE_NAME (the pod's `ray.io/group`
+label: the groupName) in every Ray container, and Ray turns it into the node label
+`ray.io/node-group`. Here the "gpu" node is started with that variable (its GPU is a logical
+resource: this machine has none), the head and one worker without it (the fallbacks "head" and
+"default"). Something waits for resources (a 2-GPU task, a 4-CPU placement group), so Ray's
+load report has pending demand.
+
+The cluster runs in a subprocess: its nodes are started in the process that creates them and
+read RAY_NODE_TYPE_NAME from its environment, which must not leak into the test process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_harness import ADMIN
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from orchestrator.jobs import ClusterInfo
+from orchestrator.ray_link import RayLink
+from orchestrator.settings import Settings
+
+CLUSTER = """
+import json, os, sys
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.placement_group import placement_group
+from orchestrator.ray_cluster import free_port
+
+ready_file = sys.argv[1]
+port = free_port()
+# Its own state API (see orchestrator.ray_cluster.init_local): other clusters may run beside it.
+os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+os.environ.pop("RAY_NODE_TYPE_NAME", None)
+ports = {"dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port()}
+cluster = Cluster(
+    initialize_head=True,
+    head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": port, **ports},
+)
+groups = {cluster.head_node.node_id: "head"}
+os.environ["RAY_NODE_TYPE_NAME"] = "gpu"  # what KubeRay sets in the pods of group "gpu"
+groups[cluster.add_node(num_cpus=1, num_gpus=1).node_id] = "gpu"
+del os.environ["RAY_NODE_TYPE_NAME"]
+groups[cluster.add_node(num_cpus=1).node_id] = "default"
+cluster.wait_for_nodes()
+ray.init(address=cluster.address, log_to_driver=False)
+
+
+@ray.remote(num_cpus=1)
+class Holder:  # holds one CPU while it lives
+    pass
+
+
+@ray.remote(num_cpus=0, num_gpus=2)
+def two_gpus():  # no node has 2 GPUs: it waits
+    pass
+
+
+try:
+    holder = Holder.remote()
+    ray.get(holder.__ray_ready__.remote())
+    waiting = two_gpus.remote()
+    group = placement_group([{"CPU": 4}])  # no node has 4 CPUs: it waits
+    with open(ready_file + ".tmp", "w") as f:
+        json.dump({"address": cluster.address, "dashboard": f"http://127.0.0.1:{port}",
+                   "groups": groups}, f)
+    os.replace(ready_file + ".tmp", ready_file)
+    sys.stdin.read()  # until the test closes it
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("groups")
+    ready, log = tmp / "ready.json", tmp / "cluster.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PDISTILL_"))}
+    # No token: the test process reads this dashboard without Ray's auth settings. The
+    # autoscaler publishes its load report every second instead of every 5.
+    env |= {"RAY_AUTH_MODE": "disabled", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CLUSTER, str(ready)],
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the 3-node cluster did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield json.loads(ready.read_text())
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def settings_for(grouped: dict[str, Any], tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        admin_token=ADMIN,
+        storage_uri=str(tmp_path / "storage"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cache_dir=tmp_path / "cache",
+        state_dir=tmp_path / "state",
+        ray_address=grouped["address"],
+        ray_dashboard_url=grouped["dashboard"],
+    )
+
+
+def settled(link: RayLink, timeout: float = 60.0) -> ClusterInfo:
+    """The cluster once the load report shows both waiting requests and the held CPU (the
+    autoscaler publishes it every second here)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = link.cluster()
+        sources = {p.source for p in info.pending or []}
+        if {"tasks", "placement_groups"} <= sources and info.cpus_available == 1.0:
+            return info
+        if time.monotonic() > deadline:
+            pytest.fail(f"Ray's load report never showed the pending demand: {info}")
+        time.sleep(0.5)
+
+
+def test_nodes_name_their_group_and_groups_add_up(grouped: dict[str, Any], tmp_path: Path) -> None:
+    info = settled(RayLink(settings_for(grouped, tmp_path)))
+    assert {n.id: n.group for n in info.nodes} == grouped["groups"]
+    assert [n.is_head for n in info.nodes if n.group == "head"] == [True]
+    # The head's group first, then by name; CPUs and GPUs of alive nodes.
+    assert [(g.name, g.nodes, g.cpus, g.gpus) for g in info.groups] == [
+        ("head", 1, 0.0, 0.0),
+        ("default", 1, 1.0, 0.0),
+        ("gpu", 1, 1.0, 1.0),
+    ]
+    assert (info.cpus_total, info.gpus_total) == (2.0, 1.0)
+    assert info.pending is not None
+    tasks = [p for p in info.pending if p.source == "tasks"]
+    groups = [p for p in info.pending if p.source == "placement_groups"]
+    assert [(p.resources, p.count) for p in tasks] == [({"GPU": 2.0}, 1)]
+    assert [(p.resources, p.count) for p in groups] == [({"CPU": 4.0}, 1)]
+
+
+def test_get_cluster_answers_groups_and_pending(grouped: dict[str, Any], tmp_path: Path) -> None:
+    settings = settings_for(grouped, tmp_path)
+    settled(RayLink(settings))
+    with TestClient(create_app(settings, reconcile=False)) as client:
+        r = client.get("/v1/cluster", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {n["id"]: n["group"] for n in body["nodes"]} == grouped["groups"]
+    assert body["groups"] == [
+        {"name": "head", "nodes": 1, "cpus": 0.0, "gpus": 0.0},
+        {"name": "default", "nodes": 1, "cpus": 1.0, "gpus": 0.0},
+        {"name": "gpu", "nodes": 1, "cpus": 1.0, "gpus": 1.0},
+    ]
+    assert {"resources": {"GPU": 2.0}, "count": 1, "source": "tasks"} in body["pending"]
+    assert {"resources": {"CPU": 4.0}, "count": 1, "source": "placement_groups"} in body["pending"]
+    # The fields that were there before groups are unchanged.
+    assert body["cpus"] == {"total": 2.0, "in_use": 1.0} and body["gpus"]["total"] == 1.0
