@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from typing import Any, Literal
+
+import httpx
 
 from orchestrator.settings import Settings
 from orchestrator.spec import ResourcesSpec
@@ -73,87 +76,88 @@ def job_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _is_status(exc: Exception, code: int) -> bool:
-    return f"status code {code}" in str(exc)
-
-
 class RayJobs:
-    """The Jobs API of one cluster (`JobSubmissionClient`, made on first use: its constructor
-    already calls the dashboard)."""
+    """The Ray Jobs REST API of one cluster (`/api/jobs/` on its dashboard), over httpx with a
+    timeout on every call: Ray's `JobSubmissionClient` sets none, and a dashboard that stops
+    answering would hang the reconciler. `headers()` gives the auth header (Ray token mode)."""
 
-    def __init__(self, dashboard_url: str) -> None:
+    def __init__(
+        self,
+        dashboard_url: str,
+        *,
+        headers: Callable[[], dict[str, str]] = dict,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.url = dashboard_url.rstrip("/")
-        self._client: Any = None
+        self._headers, self._timeout = headers, timeout_s
 
-    def _jobs(self) -> Any:
-        if self._client is None:
-            from ray.job_submission import JobSubmissionClient
-
-            try:
-                self._client = JobSubmissionClient(self.url)
-            except (ConnectionError, RuntimeError, OSError) as exc:
-                raise RayUnavailableError(f"Ray Jobs API at {self.url}: {exc}") from exc
-        return self._client
-
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, what: str, **kw: Any) -> httpx.Response | None:
+        """The answer (2xx or 400); None for 404. Raises RayUnavailableError otherwise."""
+        url = f"{self.url}{path}"
         try:
-            return getattr(self._jobs(), name)(*args, **kwargs)
-        except RayUnavailableError:
-            raise
-        except (ConnectionError, OSError) as exc:
-            self._client = None
-            raise RayUnavailableError(f"Ray Jobs API at {self.url}: {exc}") from exc
+            resp = httpx.request(method, url, headers=self._headers(), timeout=self._timeout, **kw)
+        except httpx.HTTPError as exc:
+            raise RayUnavailableError(f"{what}: Ray Jobs API at {self.url}: {exc}") from exc
+        if resp.status_code == 404:
+            return None
+        if resp.is_success or resp.status_code == 400:
+            return resp
+        # 500 is also "No available agent to submit job" for a while after a head starts.
+        detail = resp.text.strip().splitlines()[-1:] or [""]
+        raise RayUnavailableError(f"{what}: HTTP {resp.status_code} from {url}: {detail[0]}")
 
     def version(self) -> str:
-        return str(self._call("get_version"))
+        resp = self._request("GET", "/api/version", "Ray version")
+        if resp is None or not resp.is_success:
+            raise RayUnavailableError(f"{self.url} does not serve the Ray Jobs API")
+        return str(resp.json().get("ray_version"))
 
     def submit(self, sid: str, *, campaign_id: str, env: dict[str, str]) -> bool:
         """Submit the driver of `campaign_id` as job `sid`; False if that job already exists.
         Raises RayUnavailableError also when the cluster cannot take jobs yet (its agent not up)."""
-        try:
-            self._call(
-                "submit_job",
-                entrypoint=f"python -m orchestrator.driver {campaign_id} --submission-id {sid}",
-                submission_id=sid,
-                runtime_env={"env_vars": env} if env else None,
-                metadata={"pdistill_campaign": campaign_id},
-            )
-        except RuntimeError as exc:
-            if "already exists" in str(exc):
-                return False
-            raise RayUnavailableError(f"cannot submit Ray job {sid}: {exc}") from exc
-        return True
+        body: dict[str, Any] = {
+            "entrypoint": f"python -m orchestrator.driver {campaign_id} --submission-id {sid}",
+            "submission_id": sid,
+            "metadata": {"pdistill_campaign": campaign_id},
+        }
+        if env:
+            body["runtime_env"] = {"env_vars": env}
+        resp = self._request("POST", "/api/jobs/", f"submitting Ray job {sid}", json=body)
+        if resp is not None and resp.is_success:
+            return True
+        text = resp.text if resp is not None else "404"
+        if "already exists" in text:
+            return False
+        raise RayUnavailableError(f"cannot submit Ray job {sid}: {text.strip()[-500:]}")
 
     def status(self, sid: str) -> tuple[str, str] | None:
         """(status, message) of job `sid` (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), or None
         when the cluster does not know it (never submitted, or the head restarted)."""
-        try:
-            info = self._call("get_job_info", sid)
-        except RuntimeError as exc:
-            if _is_status(exc, 404):
-                return None
-            raise RayUnavailableError(f"Ray job {sid}: {exc}") from exc
-        return str(info.status.value if hasattr(info.status, "value") else info.status), str(
-            info.message or ""
-        )
+        resp = self._request("GET", f"/api/jobs/{sid}", f"Ray job {sid}")
+        if resp is None:
+            return None
+        if not resp.is_success:
+            raise RayUnavailableError(f"Ray job {sid}: {resp.text.strip()[-500:]}")
+        info = resp.json()
+        return str(info["status"]), str(info.get("message") or "")
 
     def stop(self, sid: str) -> bool:
         """Ask job `sid` to stop; False if it was not running or does not exist."""
-        try:
-            return bool(self._call("stop_job", sid))
-        except RuntimeError as exc:
-            if _is_status(exc, 404):
-                return False
-            raise RayUnavailableError(f"cannot stop Ray job {sid}: {exc}") from exc
+        resp = self._request("POST", f"/api/jobs/{sid}/stop", f"stopping Ray job {sid}")
+        if resp is None:
+            return False
+        if not resp.is_success:
+            raise RayUnavailableError(f"cannot stop Ray job {sid}: {resp.text.strip()[-500:]}")
+        return bool(resp.json().get("stopped"))
 
     def logs(self, sid: str) -> str | None:
         """The job's whole log so far; None when the cluster does not know the job."""
-        try:
-            return str(self._call("get_job_logs", sid))
-        except RuntimeError as exc:
-            if _is_status(exc, 404):
-                return None
-            raise RayUnavailableError(f"logs of Ray job {sid}: {exc}") from exc
+        resp = self._request("GET", f"/api/jobs/{sid}/logs", f"logs of Ray job {sid}")
+        if resp is None:
+            return None
+        if not resp.is_success:
+            raise RayUnavailableError(f"logs of Ray job {sid}: {resp.text.strip()[-500:]}")
+        return str(resp.json().get("logs") or "")
 
 
 @dataclasses.dataclass(frozen=True)

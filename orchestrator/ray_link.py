@@ -73,7 +73,11 @@ class RayLink:
     def __init__(self, settings: Settings) -> None:
         self.address = settings.ray_address
         self.dashboard_url = dashboard_url(settings)
-        self._jobs = RayJobs(self.dashboard_url) if self.dashboard_url else None
+        self._jobs = (
+            RayJobs(self.dashboard_url, headers=_auth_headers, timeout_s=HTTP_TIMEOUT_S)
+            if self.dashboard_url
+            else None
+        )
         self.error: str | None = None
 
     @property
