@@ -16,7 +16,7 @@ browser:
 		|| (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
 
 demo: $(STAMP)
-	$(VENV)/bin/pdistill local-run examples/mnist-demo.yaml --out runs/demo
+	$(VENV)/bin/pdistill demo examples/mnist-demo.yaml
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .

@@ -122,9 +122,10 @@ def run(
 
 
 def _register() -> None:
-    from api import cli_client, cli_server
+    from api import cli_client, cli_server, demo
 
     app.command("serve")(cli_server.serve)
+    app.command("demo")(demo.demo)
     app.add_typer(cli_server.token_app, name="token")
     for name in ("submit", "status", "watch", "cancel", "logs"):
         app.command(name)(getattr(cli_client, name))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import typer
@@ -17,52 +19,70 @@ err = Console(stderr=True)
 token_app = typer.Typer(help="Team tokens (direct store access: PDISTILL_DATABASE_URL).")
 
 
+@contextlib.contextmanager
+def control_plane_settings() -> Iterator[Settings]:
+    """The service's settings, with the embedded Ray head when PDISTILL_RAY_ADDRESS is unset: a
+    local head in its own process (it outlives a crash of this one, and a restarted API adopts
+    it), stopped when the block ends."""
+    from orchestrator import ray_head
+
+    settings = Settings()
+    if settings.ray_address:
+        yield settings
+        return
+    try:
+        head, started = ray_head.start_or_adopt(
+            state_dir=settings.state_dir, num_cpus=settings.embedded_ray_cpus
+        )
+    except ray_head.HeadError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    os.environ.update(head.env())  # this process talks to the head with its token
+    verb = "started" if started else "reusing"
+    err.print(f"{verb} a local Ray head at {head.address} (dashboard {head.dashboard_url})")
+    try:
+        yield settings.model_copy(
+            update={"ray_address": head.address, "ray_dashboard_url": head.dashboard_url}
+        )
+    finally:  # a clean shutdown stops the embedded head (a crash leaves it)
+        err.print(f"stopping the local Ray head at {head.address}")
+        ray_head.stop(head)
+        ray_head.forget(settings.state_dir)
+
+
+def run_api(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    exit_code: Callable[[], int] = lambda: 0,
+    log_level: str = "info",
+) -> None:
+    """Serve the API (and its reconciler) until SIGINT or SIGTERM, then leave with
+    `exit_code()`."""
+    import uvicorn
+
+    from api.app import create_app
+
+    if settings.admin_token is None:
+        err.print("no PDISTILL_ADMIN_TOKEN: only team tokens are accepted", highlight=False)
+    app = create_app(settings)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again under the
+    # handler that was there before it: make that handler an exit, so the callers' `finally`
+    # blocks still run (they stop the embedded head) and the exit code is the caller's.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(exit_code()))
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=5, log_level=log_level)
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="default: PDISTILL_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: PDISTILL_API_PORT")] = None,
 ) -> None:
     """Run the control plane: HTTP API, reconciler, and (when PDISTILL_RAY_ADDRESS is unset) a
     local Ray head in its own process, which outlives a crash of this one."""
-    import uvicorn
-
-    from api.app import create_app
-    from orchestrator import ray_head
-
-    settings = Settings()
-    head, started = None, False
-    if not settings.ray_address:
-        try:
-            head, started = ray_head.start_or_adopt(
-                state_dir=settings.state_dir, num_cpus=settings.embedded_ray_cpus
-            )
-        except ray_head.HeadError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from exc
-        os.environ.update(head.env())  # this process talks to the head with its token
-        settings = settings.model_copy(
-            update={"ray_address": head.address, "ray_dashboard_url": head.dashboard_url}
-        )
-        verb = "started" if started else "reusing"
-        err.print(f"{verb} a local Ray head at {head.address} (dashboard {head.dashboard_url})")
-    if settings.admin_token is None:
-        err.print("no PDISTILL_ADMIN_TOKEN: only team tokens are accepted", highlight=False)
-    app = create_app(settings)
-    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
-    # that was there before it: make that handler an exit, so the `finally` below still runs.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        uvicorn.run(
-            app,
-            host=host or settings.api_host,
-            port=port or settings.api_port,
-            timeout_graceful_shutdown=5,
-            log_level="info",
-        )
-    finally:
-        if head is not None:  # a clean shutdown stops the embedded head (a crash leaves it)
-            err.print(f"stopping the local Ray head at {head.address}")
-            ray_head.stop(head)
-            ray_head.forget(settings.state_dir)
+    with control_plane_settings() as settings:
+        run_api(settings, host=host or settings.api_host, port=port or settings.api_port)
 
 
 def _store() -> Store:

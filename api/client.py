@@ -68,10 +68,12 @@ class Client:
         clean = {k: v for k, v in params.items() if v is not None}
         return self._send("GET", path, params=clean).json()
 
-    def submit(self, spec: dict[str, Any], *, attempts: int = 3) -> dict[str, Any]:
-        """POST the spec; retried on network errors under one Idempotency-Key, so a retry never
-        makes a second campaign."""
-        key = str(uuid.uuid4())
+    def submit(
+        self, spec: dict[str, Any], *, key: str | None = None, attempts: int = 3
+    ) -> dict[str, Any]:
+        """POST the spec; retried on network errors under one Idempotency-Key (`key`, or a new
+        one), so a retry never makes a second campaign."""
+        key = key or str(uuid.uuid4())
         for attempt in range(attempts):
             try:
                 resp = self._send(
@@ -87,6 +89,10 @@ class Client:
 
     def cancel(self, campaign_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._send("POST", f"/v1/campaigns/{campaign_id}/cancel").json()
+        return result
+
+    def resume(self, campaign_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._send("POST", f"/v1/campaigns/{campaign_id}/resume").json()
         return result
 
     def logs(self, campaign_id: str, lines: int) -> str:

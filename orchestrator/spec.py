@@ -217,7 +217,8 @@ def parse_spec(data: Any, *, source: str = "spec") -> CampaignSpec:
         raise SpecError(_format(err, source)) from err
 
 
-def load_spec(path: Path) -> CampaignSpec:
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """The YAML mapping in `path`, not yet validated (SpecError names the file otherwise)."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -226,4 +227,8 @@ def load_spec(path: Path) -> CampaignSpec:
         raise SpecError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a campaign spec is a YAML mapping, got {type(data).__name__}")
-    return parse_spec(data, source=str(path))
+    return data
+
+
+def load_spec(path: Path) -> CampaignSpec:
+    return parse_spec(read_spec_file(path), source=str(path))
