@@ -23,7 +23,6 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.cli_server import control_plane_settings, run_api
@@ -63,9 +62,6 @@ def demo_token(settings: Settings) -> str:
     """The demo team's token: the one kept in `state_dir/demo-token` while the store still
     accepts it, else a new one (the team is created on first use, with no GPU quota)."""
     path = settings.state_dir / TOKEN_FILE
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database:  # a fresh machine: no ~/.pdistill
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         kept = path.read_text().strip()
         if kept:

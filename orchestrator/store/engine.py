@@ -6,6 +6,7 @@ committed in between, and the busy timeout does not help there). PostgreSQL gets
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -25,6 +26,8 @@ def make_engine(url: str) -> Engine:
             f"database_url {url!r}: an in-memory SQLite database is one per connection; "
             "give a file, e.g. sqlite:////var/lib/pdistill/pdistill.db"
         )
+    # A fresh machine has no ~/.pdistill yet: SQLite creates the file, not its folder.
+    Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         parsed,
         # The API serves many requests at once; SQLite connections are cheap.

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from api_harness import TINY, api_env, wait_for
+from api_harness import TINY, api_env, stop_process, wait_for
 
 DEMO_SPEC = TINY | {"name": "demo-tiny"}
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -85,13 +85,7 @@ def start_demo(
 
     yield start
     for run in runs:  # a failed test must not leave a demo (and its Ray head) behind
-        if run.proc.poll() is None:
-            run.proc.terminate()
-            try:
-                run.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                run.proc.kill()
-                run.proc.wait(10)
+        stop_process(run.proc, grace_s=60)
 
 
 def _campaigns(run: DemoRun, token: str) -> list[dict[str, Any]]:

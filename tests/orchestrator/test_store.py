@@ -99,6 +99,14 @@ def _race(n: int, fn: Callable[[], T]) -> list[T]:
 
 
 # -- schema ---------------------------------------------------------------------------------------
+def test_sqlite_store_in_a_folder_that_does_not_exist_yet(tmp_path: Path) -> None:
+    # A fresh machine: `~/.pdistill` is made by the first process that opens the default store.
+    path = tmp_path / "new" / "deeper" / "store.db"
+    with Store.from_url(f"sqlite:///{path}") as store:
+        assert store.list_teams() == []
+    assert path.is_file()
+
+
 def test_migrate_builds_the_schema_of_the_models(db_url: str) -> None:
     migrate(db_url)
     migrate(db_url)  # at head already: nothing to do, no error
