@@ -151,7 +151,8 @@ class ClusterOut(_Out):
     )
     pending: list[PendingOut] | None = Field(
         description="Resources waiting to be placed, cluster-wide (Ray does not say which group "
-        "would take them); null when Ray publishes no load report (autoscaler v2)."
+        "would take them); null when unknown (autoscaler v2's status not read yet, or "
+        "unreadable)."
     )
     cpus: Usage
     gpus: Usage

@@ -5,9 +5,11 @@ a minute (seen here: "Failed to connect to GCS within 60 seconds", exit 1; and a
 head it was connected to is stopped), so an API connected that way would die with a Ray head
 restart. Everything the API needs goes over the dashboard's HTTP instead: the Jobs API
 (`RayJobs`), nodes and their worker groups (the state API), resource usage and pending demand
-(`/api/cluster_status`). The one call that needs the GCS, `request_resources` for the
-autoscaler, runs in a short-lived subprocess
-(`python -m orchestrator.ray_link request-resources ADDRESS BUNDLES`).
+(`/api/cluster_status`, where autoscaler v1 publishes its load report). The calls that need the
+GCS run in short-lived subprocesses: `request_resources` for the autoscaler
+(`python -m orchestrator.ray_link request-resources ADDRESS BUNDLES`), and, under autoscaler v2,
+which publishes no load report there, the cluster status of Ray's v2 SDK
+(`python -m orchestrator.ray_link cluster-status GCS_ADDRESS`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import json
 import logging
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,8 +36,14 @@ from orchestrator.jobs import (
 )
 from orchestrator.settings import Settings
 
+log = logging.getLogger(__name__)
 HTTP_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 120.0
+STATUS_TIMEOUT_S = 20.0
+# A v2 status read is used for this long: autoscaler v1 publishes its report every 5 s too.
+STATUS_MAX_AGE_S = 5.0
+# The GCS port of a `ray://` head: what `ray start --head` and KubeRay's head service use.
+GCS_PORT = 6379
 # The node label Ray 2.60 derives from RAY_NODE_TYPE_NAME, which KubeRay sets in every Ray
 # container from the pod's `ray.io/group` label: the worker group's groupName, "headgroup" for
 # the head. So a KubeRay node names its group with no setting of ours.
@@ -59,6 +69,16 @@ def dashboard_url(settings: Settings) -> str | None:
     return f"http://{host}:8265" if host else None
 
 
+def gcs_address(settings: Settings) -> str | None:
+    """The GCS (host:port) behind settings.ray_address: a Ray Client address (`ray://HOST:10001`,
+    as deploy/ sets) gives port 6379 on its host, the GCS port of KubeRay's head service."""
+    address = settings.ray_address
+    if not address or not address.startswith("ray://"):
+        return address
+    host = urlsplit(address).hostname
+    return f"{host}:{GCS_PORT}" if host else None
+
+
 def _auth_headers() -> dict[str, str]:
     # The header Ray's own clients send when RAY_AUTH_MODE=token (token from RAY_AUTH_TOKEN,
     # RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token).
@@ -79,6 +99,7 @@ class RayLink:
             else None
         )
         self.error: str | None = None
+        self._v2 = StatusReader(gcs_address(settings))
 
     @property
     def jobs(self) -> RayJobs:
@@ -117,8 +138,8 @@ class RayLink:
         cpus, gpus = sum(n.cpus for n in alive), sum(n.gpus for n in alive)
         status = self._get("/api/cluster_status?format=0")["data"].get("clusterStatus")
         # Autoscaler v1 publishes this report; v2 (KubeRay's `autoscalerOptions.version: v2`)
-        # does not: then usage reads 0 and pending is None (unknown).
-        report = (status or {}).get("loadMetricsReport")
+        # does not: then the v2 SDK's status, translated to it; None (unknown) until it is read.
+        report = status.get("loadMetricsReport") if status else self._v2.report()
         usage = (report or {}).get("usage") or {}
         used_cpus = float((usage.get("CPU") or [0.0])[0])
         used_gpus = float((usage.get("GPU") or [0.0])[0])
@@ -149,8 +170,73 @@ class RayLink:
         if done.returncode != 0:
             raise RayUnavailableError(f"request_resources failed: {done.stderr.strip()[-500:]}")
 
+    @property
+    def status_error(self) -> str | None:
+        """Why the last autoscaler v2 status read failed (None: it did not, or none was made)."""
+        return self._v2.error
+
     def close(self) -> None:
         """Nothing is held open (kept for symmetry with the app's lifespan)."""
+
+
+class StatusReader:
+    """The autoscaler v2 status of the cluster at GCS `address`, in the shape of v1's load report.
+
+    A read starts a Python process that imports Ray, so a request never waits for one:
+    `report()` answers the last read at once and, when that is older than STATUS_MAX_AGE_S,
+    starts the next in a background thread (at most one at a time). An answer is then at most a
+    few seconds stale, and no process runs while nobody asks for the cluster (a refresh on the
+    reconciler's loop would run with nobody looking, and not at all in a replica that does not
+    reconcile). A failed or timed-out read makes the report None (unknown), with `error` set."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self.error: str | None = None
+        self._report: dict[str, Any] | None = None
+        self._read_at = -STATUS_MAX_AGE_S  # time.monotonic() of the last finished read
+        self._reading = False
+        self._lock = threading.Lock()
+
+    def report(self) -> dict[str, Any] | None:
+        with self._lock:
+            stale = time.monotonic() - self._read_at >= STATUS_MAX_AGE_S
+            if stale and not self._reading:
+                self._reading = True
+                threading.Thread(target=self.read, name="ray-status-v2", daemon=True).start()
+            return self._report
+
+    def read(self) -> None:
+        """Read the status now (in this thread) and keep it, or its error."""
+        report: dict[str, Any] | None = None
+        error: str | None = "the read ended with an exception"
+        try:
+            report, error = self._read(), None
+        except RayUnavailableError as exc:
+            if str(exc) != self.error:
+                log.warning("autoscaler v2 status: %s", exc)
+            error = str(exc)
+        finally:  # whatever happened, the next report() may read again
+            with self._lock:
+                self._report, self.error = report, error
+                self._read_at, self._reading = time.monotonic(), False
+
+    def _read(self) -> dict[str, Any]:
+        if not self.address:
+            raise RayUnavailableError("no Ray address (PDISTILL_RAY_ADDRESS) to reach the GCS")
+        cmd = [sys.executable, "-m", "orchestrator.ray_link", "cluster-status", self.address]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=STATUS_TIMEOUT_S)
+        except (subprocess.SubprocessError, OSError) as exc:  # TimeoutExpired among them
+            raise RayUnavailableError(f"cluster status: {exc}") from exc
+        if done.returncode != 0:
+            raise RayUnavailableError(f"cluster status failed: {done.stderr.strip()[-500:]}")
+        try:
+            report = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError) as exc:
+            raise RayUnavailableError(f"cluster status: no JSON in {done.stdout!r:.500}") from exc
+        if not isinstance(report, dict):
+            raise RayUnavailableError(f"cluster status: not an object: {report!r:.500}")
+        return report
 
 
 def node_group(row: dict[str, Any]) -> str:
@@ -206,21 +292,19 @@ def _counted(entries: Any) -> list[tuple[dict[str, Any], int]]:
 def pending_demand(report: dict[str, Any]) -> list[PendingDemand]:
     """What the load report says waits for resources, cluster-wide (the report does not say
     which group would take it): task and actor bundles, and each bundle of pending placement
-    groups times the number of such groups."""
-    pending = []
+    groups times the number of such groups; one entry per source and bundle shape."""
+    counts: dict[tuple[PendingSource, tuple[tuple[str, float], ...]], int] = {}
     for key, source in _DEMANDS:
         for item, count in _counted(report.get(key)):
             # A placement group entry is {"bundles": [[bundle, n], ...], "strategy": ...}.
             bundles = _counted(item.get("bundles")) if source == "placement_groups" else [(item, 1)]
-            pending += [
-                PendingDemand(
-                    resources={k: float(v) for k, v in bundle.items()},
-                    count=n * count,
-                    source=source,
-                )
-                for bundle, n in bundles
-            ]
-    return pending
+            for bundle, n in bundles:
+                shape = tuple(sorted((k, float(v)) for k, v in bundle.items()))
+                counts[source, shape] = counts.get((source, shape), 0) + n * count
+    return [
+        PendingDemand(resources=dict(shape), count=count, source=source)
+        for (source, shape), count in counts.items()
+    ]
 
 
 def _request_resources(address: str, bundles: list[dict[str, float]]) -> None:
@@ -234,7 +318,37 @@ def _request_resources(address: str, bundles: list[dict[str, float]]) -> None:
         ray.shutdown()
 
 
+def _cluster_status(address: str) -> dict[str, Any]:
+    """The autoscaler v2 SDK's status of the cluster at GCS `address`, as the part of v1's load
+    report that `RayLink.cluster()` reads: usage (`{name: [used, total]}`), task and actor
+    demand, and one entry per pending placement group. Its cluster constraint demand (v1's
+    `requestDemand`, what request_resources asked) is left out, as `_DEMANDS` leaves it out."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+    from ray.autoscaler.v2.schema import ResourceDemand
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    gcs = canonicalize_bootstrap_address_or_die(address)  # also "auto", as ray.init takes it
+    status = get_cluster_status(gcs, timeout=int(STATUS_TIMEOUT_S / 2))
+    demands = status.resource_demands
+
+    def counted(demand: ResourceDemand) -> list[list[Any]]:
+        return [[dict(r.bundle), r.count] for r in demand.bundles_by_count]
+
+    return {
+        "usage": {u.resource_name: [u.used, u.total] for u in status.cluster_resource_usage},
+        "resourceDemand": [pair for d in demands.ray_task_actor_demand for pair in counted(d)],
+        "pgDemand": [[{"bundles": counted(d)}, 1] for d in demands.placement_group_demand],
+    }
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] != "request-resources":
-        sys.exit("usage: python -m orchestrator.ray_link request-resources ADDRESS BUNDLES_JSON")
-    _request_resources(sys.argv[2], json.loads(sys.argv[3]))
+    match sys.argv[1:]:
+        case ["request-resources", address, bundles]:
+            _request_resources(address, json.loads(bundles))
+        case ["cluster-status", address]:
+            print(json.dumps(_cluster_status(address)))
+        case _:
+            sys.exit(
+                "usage: python -m orchestrator.ray_link request-resources ADDRESS BUNDLES_JSON\n"
+                "       python -m orchestrator.ray_link cluster-status GCS_ADDRESS"
+            )

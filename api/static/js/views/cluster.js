@@ -38,7 +38,7 @@ function groupsSection(c) {
   const foot = pending === null
     ? h('tr', { 'data-pending': 'unknown' },
       h('th', { scope: 'row' }, 'Pending'),
-      h('td', { colspan: '3', class: 'muted' }, 'not reported by Ray (autoscaler v2)'))
+      h('td', { colspan: '3', class: 'muted' }, 'unknown (Ray\'s status not read yet, or unreadable)'))
     : h('tr', { 'data-pending': 'cluster' },
       h('th', { scope: 'row' }, 'Pending (whole cluster)'),
       h('td', { class: 'num' }, '—'),
