@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
 from orchestrator.spec import CampaignSpec, plan_rounds
+from workers.accel import choose, prepare
 from workers.checkpoint import load_unet, save_checkpoint, write_atomic
 from workers.config import DiffusionConfig, DistillConfig
 from workers.data import ImageDataset, load_dataset
@@ -83,6 +83,7 @@ class LocalRun:
     def __init__(self, spec: CampaignSpec, *, out: Path, cache_dir: Path, progress: Progress):
         self.spec, self.out, self.cache_dir, self.progress = spec, out, cache_dir, progress
         self.diffusion = DiffusionConfig(spec.diffusion.output, spec.diffusion.weighting)
+        self.accel = choose(spec.resources.fast_path)
         self._claim_out_dir()
         progress.note(f"loading dataset {spec.dataset}")
         self.dataset = load_dataset(spec.dataset)
@@ -120,15 +121,15 @@ class LocalRun:
     def _student_unet(self) -> UNetConfig:
         return self.unet.replace(dropout=0.0)
 
-    def _load(self, uri: str) -> nn.Module:
+    def _load(self, uri: str) -> UNet:
         net, config = load_unet(uri)
         check_compatible(uri, config, self.unet, self.diffusion, self.spec.dataset)
         return net
 
-    def _evaluate(self, net: nn.Module, steps: int, name: str) -> Evaluation:
+    def _evaluate(self, net: UNet, steps: int, name: str) -> Evaluation:
         self.progress.note(f"evaluating {name} at {steps} steps ({len(self.noise)} samples)")
         ev = evaluate(
-            net,
+            prepare(net, self.accel),
             noise=self.noise,
             num_steps=steps,
             output=self.diffusion.output,
@@ -144,7 +145,7 @@ class LocalRun:
         return ev
 
     # -- stages ------------------------------------------------------------------------------
-    def teacher(self) -> tuple[nn.Module, TeacherResult]:
+    def teacher(self) -> tuple[UNet, TeacherResult]:
         record = StageRecord(self.out / "teacher.record.json")
         ckpt = self.out / "teacher.safetensors"
         start = self.spec.steps.start
@@ -165,6 +166,7 @@ class LocalRun:
                     diffusion=self.diffusion,
                     config=cfg,
                     on_progress=on_progress,
+                    accel=self.accel,
                 )
             except DivergedError as exc:
                 raise RunError(f"teacher: {exc}") from exc
@@ -178,8 +180,8 @@ class LocalRun:
         return net, res
 
     def round(
-        self, teacher: nn.Module, original: nn.Module, plan: Any
-    ) -> tuple[nn.Module, RoundResult]:
+        self, teacher: UNet, original: UNet, plan: Any
+    ) -> tuple[UNet, RoundResult]:
         k, n = plan.round, plan.student_steps
         rdir = self.out / f"round-{k}"
         record = StageRecord(rdir / "record.json")
@@ -208,6 +210,7 @@ class LocalRun:
                 diffusion=self.diffusion,
                 config=cfg,
                 on_progress=on_progress,
+                accel=self.accel,
             )
         except DivergedError as exc:
             raise RunError(

@@ -19,11 +19,12 @@ import torch.distributed as dist
 
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
+from workers.accel import FastPath, choose, prepare
 from workers.checkpoint import load_unet
 from workers.config import DiffusionConfig
 from workers.data import load_dataset, split_dataset
 from workers.distill import distillation_loss
-from workers.training import DivergedError, Updater, sample_batch
+from workers.training import Updater, sample_batch
 from workers.unet import UNet, UNetConfig
 
 VAL_FRACTION = 0.05  # held-out images for the validation distillation loss (Tune's metric)
@@ -49,6 +50,7 @@ class RoundJob:
     seed: int
     report_every: int
     threads: int = 1
+    fast_path: FastPath = "auto"  # workers/accel.py: "auto" is the fast path on a GPU
     init_checkpoint: str | None = None  # a Train checkpoint (storage path) to start from
     storage_uri: str | None = None  # the campaign storage the init checkpoint lives in
     mlflow_uri: str | None = None
@@ -103,10 +105,10 @@ def _restore(
     return updater_state, meta
 
 
-def _any_rank_true(flag: bool) -> bool:
+def _any_rank_true(flag: bool, device: torch.device) -> bool:
     if not (dist.is_available() and dist.is_initialized()):
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)  # NCCL reduces GPU tensors only
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
@@ -141,9 +143,10 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             updater_state, _ = _restore(Path(d), student, job.init_checkpoint)
     else:
         student.load_state_dict(teacher.state_dict())
-    model = prepare_model(student)  # DDP when world > 1; on the worker's GPU if it has one
-    device = get_device()
-    teacher.to(device)
+    device = get_device()  # the worker's GPU if it has one
+    accel = choose(job.fast_path, device)
+    prepare(teacher.eval(), accel)
+    model = prepare_model(prepare(student, accel))  # DDP when world > 1
     shard = shard.to(device)
     updates = job.updates
     updater = Updater(
@@ -161,7 +164,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     val_eps = torch.randn(val_x.shape, generator=vgen)
     val_i = torch.randint(0, job.student_steps, (val_x.shape[0],), generator=vgen)
     # Re-seeded from the update count, so a resumed run draws fresh batches deterministically.
-    gen = torch.Generator().manual_seed(job.seed * 1_000_003 + rank * 7919 + updater.done)
+    gen = torch.Generator(device).manual_seed(job.seed * 1_000_003 + rank * 7919 + updater.done)
     per_rank = max(1, job.batch_size // world)
     window: list[torch.Tensor] = []
     tracker = (
@@ -173,14 +176,15 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         loss = distillation_loss(
             model, teacher, x=x, student_steps=job.student_steps, diffusion=diffusion, generator=gen
         )
-        # Every rank must agree to stop, or the others wait in DDP's all-reduce forever.
-        if _any_rank_true(not bool(torch.isfinite(loss))):
-            err = DivergedError(what=job.name, update=updater.done + 1, loss=float(loss.detach()))
-            return {"diverged": str(err), "update": updater.done + 1}
-        updater.step(loss)
+        updater.step(loss)  # no host sync: a non-finite update is skipped and noted
         window.append(loss.detach())
         if updater.done % job.report_every and updater.done != job.stop_at:
             continue
+        # Every rank must agree to stop, or the others wait in DDP's all-reduce forever. The
+        # weights are still those before the first non-finite update; nothing is checkpointed.
+        err = updater.divergence()
+        if _any_rank_true(err is not None, device):
+            return {"diverged": str(err or f"{job.name}: another rank diverged")}
         metrics: dict[str, Any] = {
             "update": updater.done,
             "train_loss": float(torch.stack(window).mean()),

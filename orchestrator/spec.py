@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from workers.accel import FastPath
 from workers.config import TeacherTrainConfig
 from workers.data import BUILTINS, local_path
 from workers.parameterization import ModelOutput, Weighting
@@ -131,6 +132,9 @@ class ResourcesSpec(_Frozen):
     cpus_per_worker: PosFloat = 1.0
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
     max_failures: Annotated[int, Field(ge=0)] = 2  # worker-group restarts per round
+    # The networks' fast path (workers/accel.py): "auto" = bf16 autocast, channels_last and
+    # torch.compile where a GPU runs them, plain fp32 eager on CPU; "on" everywhere; "off" never.
+    fast_path: FastPath = "auto"
 
 
 class QualityGateSpec(_Frozen):

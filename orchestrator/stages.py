@@ -20,6 +20,7 @@ from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
+from workers.accel import choose, prepare
 from workers.checkpoint import checkpoint_bytes, load_unet
 from workers.config import DiffusionConfig
 from workers.data import ImageDataset, load_dataset
@@ -124,6 +125,7 @@ class Campaign:
                 data=dataset.images,
                 diffusion=self.diffusion,
                 config=t.resolve(seed=self.spec.seed),
+                accel=choose(self.spec.resources.fast_path),
             )
             config, loss = {"unet": unet.to_dict()}, result.final_loss
         config = {
@@ -170,6 +172,7 @@ class Campaign:
             seed=self.spec.seed + plan.round,
             report_every=min(d.checkpoint_every, stop_at),
             threads=max(1, int(self.spec.resources.cpus_per_worker)),  # one per CPU it holds
+            fast_path=self.spec.resources.fast_path,
             init_checkpoint=init_checkpoint,
             storage_uri=self.storage.root_uri,
             mlflow_uri=self.settings.mlflow_tracking_uri,
@@ -308,7 +311,7 @@ class Campaign:
         for key, model_uri in pairs:
             net, _ = load_unet(model_uri)
             ev = evaluate(
-                net,
+                prepare(net, choose(self.spec.resources.fast_path)),
                 noise=noise,
                 num_steps=step_count,
                 output=self.diffusion.output,

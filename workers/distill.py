@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from workers.accel import Accel, choose, prepare
 from workers.config import DiffusionConfig, DistillConfig
 from workers.parameterization import ModelOutput, predict, weighted_loss
 from workers.sampler import ddim_step
 from workers.schedule import alpha_sigma, diffuse, logsnr_schedule_cosine, predict_eps_from_x
 from workers.training import LoopResult, ProgressFn, run_updates, sample_batch
+from workers.unet import UNet
 
 
-@torch.no_grad()
 def distillation_target(
     teacher: nn.Module,
     *,
@@ -23,10 +24,19 @@ def distillation_target(
 ) -> Tensor:
     """x̃ such that one student DDIM step t → t″ lands on the teacher's two steps t → t′ → t″.
 
-    z_t: [B, C, H, W]; t: [B] on the student grid (i+1)/N. The teacher runs without clipping;
-    the caller puts it in eval mode (no dropout). Where t″ = 0 the target is the teacher's x̂₂.
+    z_t: [B, C, H, W]; t: [B] on the student grid (i+1)/N. The teacher runs without clipping,
+    in inference mode; the caller puts it in eval mode (no dropout). Where t″ = 0 the target is
+    the teacher's x̂₂.
     """
     assert t.dim() == 1 and t.shape[0] == z_t.shape[0], (t.shape, z_t.shape)
+    with torch.inference_mode():
+        target = _two_step_target(teacher, z_t=z_t, t=t, student_steps=student_steps, output=output)
+    return target.clone()  # a normal tensor again: the student's loss may save it for backward
+
+
+def _two_step_target(
+    teacher: nn.Module, *, z_t: Tensor, t: Tensor, student_steps: int, output: ModelOutput
+) -> Tensor:
     n = float(student_steps)
     t1, t2 = t - 0.5 / n, t - 1.0 / n
     logsnr_t, logsnr_t1, logsnr_t2 = (logsnr_schedule_cosine(u) for u in (t, t1, t2))
@@ -57,15 +67,15 @@ def distillation_loss(
     """Mean weighted loss of the student against the two-step teacher target. x: [B, C, H, W].
 
     The grid index i ([B], in 0..N−1) and the noise eps ([B, C, H, W]) are drawn from `generator`
-    unless given (a held-out loss on fixed pairs gives both).
+    (on x's device) unless given (a held-out loss on fixed pairs gives both).
     """
     batch = x.shape[0]
     if i is None:
-        i = torch.randint(0, student_steps, (batch,), generator=generator)
+        i = torch.randint(0, student_steps, (batch,), generator=generator, device=x.device)
     if eps is None:
-        eps = torch.randn(x.shape, generator=generator)
+        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     eps = eps.to(x.device, x.dtype)
-    t = ((i + 1).to(torch.float64) / student_steps).to(x.device)
+    t = (i.to(x.device, torch.float64) + 1) / student_steps
     logsnr = logsnr_schedule_cosine(t)
     z = diffuse(x=x, eps=eps, logsnr=logsnr).to(x.dtype)
     t, logsnr = t.to(x.dtype), logsnr.to(x.dtype)
@@ -85,21 +95,27 @@ def distillation_loss(
 
 
 def distill_round(
-    teacher: nn.Module,
-    student: nn.Module,
+    teacher: UNet,
+    student: UNet,
     *,
     data: Tensor,
     diffusion: DiffusionConfig,
     config: DistillConfig,
     on_progress: ProgressFn | None = None,
+    accel: Accel | None = None,
 ) -> LoopResult:
     """Train `student` (already initialised from the teacher) in place for one halving round.
 
     Fresh Adam, LR annealed linearly to 0, grad-norm clip, no EMA (the paper's distill setting).
+    `accel` (default: the fast path on a GPU, plain on CPU) says where and how both networks run.
     """
+    accel = accel if accel is not None else choose()
     teacher.eval()
     teacher.requires_grad_(False)
-    gen = torch.Generator().manual_seed(config.seed)
+    prepare(teacher, accel)
+    prepare(student, accel)
+    data = data.to(accel.device)
+    gen = torch.Generator(device=accel.device).manual_seed(config.seed)
 
     def loss_fn(_: int) -> Tensor:
         x = sample_batch(data, batch_size=config.batch_size, generator=gen)

@@ -21,10 +21,16 @@ def eval_noise(*, count: int, shape: tuple[int, int, int], seed: int) -> Tensor:
 def sample_images(
     net: nn.Module, *, noise: Tensor, num_steps: int, output: ModelOutput, batch_size: int
 ) -> Tensor:
-    """DDIM samples (x̂ clipped to [−1, 1]) for every row of `noise`, in batches."""
+    """DDIM samples (x̂ clipped to [−1, 1]) for every row of `noise`, in batches, on the CPU.
+
+    Each batch runs on `net`'s device.
+    """
+    device = next(net.parameters()).device
     return torch.cat(
         [
-            ddim_sample(net, noise=chunk, num_steps=num_steps, output=output, clip_x=True)
+            ddim_sample(
+                net, noise=chunk.to(device), num_steps=num_steps, output=output, clip_x=True
+            ).cpu()
             for chunk in noise.split(batch_size)
         ]
     )

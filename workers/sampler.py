@@ -26,7 +26,7 @@ def ddim_step(*, z_t: Tensor, x_hat: Tensor, logsnr_t: Tensor, logsnr_s: Tensor)
 
 
 def _logsnr(t: float, batch: int, like: Tensor) -> Tensor:
-    return logsnr_schedule_cosine(torch.full((batch,), t, dtype=torch.float64)).to(like.device)
+    return logsnr_schedule_cosine(torch.full((batch,), t, dtype=torch.float64, device=like.device))
 
 
 @torch.no_grad()

@@ -36,10 +36,13 @@ class LoopResult:
 
 
 class Updater:
-    """A fresh Adam over `model`'s trainable parameters; `lr_scale(i)` multiplies `lr` at update i.
+    """A fresh fused Adam over `model`'s trainable parameters; `lr_scale(i)` multiplies `lr` at i.
 
-    `step(loss)` raises DivergedError on a non-finite loss *before* applying it, so the model
-    keeps its last finite weights.
+    `step(loss)` never waits for the device (no `.item()`, no `if tensor`): a non-finite loss or
+    gradient norm is noted on the device, and that update and every later one are skipped inside
+    the fused optimizer (its `found_inf`, the mechanism AMP's grad scaler uses), so the model keeps
+    its last finite weights. `divergence()` reads the note (one host sync); callers ask at their
+    log and checkpoint points, where they synchronise anyway.
     """
 
     def __init__(
@@ -53,22 +56,37 @@ class Updater:
         after_step: Callable[[], None] | None = None,
     ) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.opt = torch.optim.Adam(self.params, lr=lr, fused=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_scale)
         self.grad_clip, self.what, self.after_step = grad_clip, what, after_step
         self.done = 0  # updates applied so far
+        device = self.params[0].device
+        # 1-based update of the first non-finite loss or gradient (0: none yet), and that loss.
+        self._bad_update = torch.zeros((), dtype=torch.int64, device=device)
+        self._bad_loss = torch.zeros((), dtype=torch.float32, device=device)
 
     def step(self, loss: Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise DivergedError(what=self.what, update=self.done + 1, loss=float(loss.detach()))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        norm = nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+        loss = loss.detach().float()
+        first = (self._bad_update == 0) & ~(torch.isfinite(loss) & torch.isfinite(norm))
+        self._bad_update = torch.where(first, self.done + 1, self._bad_update)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+        # Adam's fused kernel skips the whole update (moments and step count too) when this is 1.
+        self.opt.found_inf = (self._bad_update > 0).float()  # type: ignore[attr-defined]
         self.opt.step()
         self.sched.step()
         self.done += 1
         if self.after_step is not None:
             self.after_step()
+
+    def divergence(self) -> DivergedError | None:
+        """The first non-finite update so far, as an error (None if all were finite)."""
+        update = int(self._bad_update)
+        if update == 0:
+            return None
+        return DivergedError(what=self.what, update=update, loss=float(self._bad_loss))
 
     def state_dict(self) -> dict[str, Any]:
         return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "done": self.done}
@@ -92,7 +110,11 @@ def run_updates(
     on_progress: ProgressFn | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> LoopResult:
-    """Run `updates` Adam steps of `loss_fn(update_index)` (a scalar) on `model`, in one go."""
+    """Run `updates` Adam steps of `loss_fn(update_index)` (a scalar) on `model`, in one go.
+
+    A non-finite loss raises DivergedError at the next log point (`log_every`), naming the
+    update where it appeared; the model keeps the weights from before it.
+    """
     updater = Updater(
         model, lr=lr, lr_scale=lr_scale, grad_clip=grad_clip, what=what, after_step=after_step
     )
@@ -106,6 +128,8 @@ def run_updates(
         updater.step(loss)
         window.append(loss.detach())
         if (i + 1) % log_every == 0 or i + 1 == updates:
+            if (err := updater.divergence()) is not None:
+                raise err
             last = float(torch.stack(window).mean())
             window.clear()
             losses.append((i + 1, last))
@@ -115,6 +139,9 @@ def run_updates(
 
 
 def sample_batch(data: Tensor, *, batch_size: int, generator: torch.Generator) -> Tensor:
-    """A uniformly drawn batch (with replacement across batches) of `data` [N, C, H, W]."""
-    idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
+    """A uniformly drawn batch (with replacement across batches) of `data` [N, C, H, W].
+
+    `generator` lives on `data`'s device, so a batch on a GPU is drawn without the host.
+    """
+    idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=data.device)
     return data[idx]

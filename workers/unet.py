@@ -230,10 +230,15 @@ class _Stage(nn.Module):
 
 
 class UNet(nn.Module):
-    """z_t [B, in_channels, H, W], logsnr [B] → [B, out_channels, H, W]."""
+    """z_t [B, in_channels, H, W], logsnr [B] → [B, out_channels, H, W], always fp32.
+
+    `compute_dtype` (not part of the state): None runs in the parameters' dtype; bf16 runs the
+    network under autocast (`workers/accel.py` sets it) and casts the output back to fp32.
+    """
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
+        self.compute_dtype: torch.dtype | None = None
         self.config = c = config
         emb = c.time_emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(c.ch, emb), nn.SiLU(), nn.Linear(emb, emb))
@@ -290,7 +295,14 @@ class UNet(nn.Module):
             raise ValueError(f"z_t has shape {tuple(z_t.shape)}; expected [B, *{expected}]")
         if logsnr.shape != (z_t.shape[0],):
             raise ValueError(f"logsnr has shape {tuple(logsnr.shape)}; expected [{z_t.shape[0]}]")
+        if self.compute_dtype is None:
+            return self._net(z_t, logsnr)
+        with torch.autocast(z_t.device.type, dtype=self.compute_dtype):
+            out = self._net(z_t, logsnr)
+        return out.float()
 
+    def _net(self, z_t: Tensor, logsnr: Tensor) -> Tensor:
+        c = self.config
         t_emb = timestep_embedding(1000.0 * logsnr_to_time(logsnr), c.ch)
         emb = self.time_mlp(t_emb.to(z_t.dtype))
 
