@@ -13,7 +13,8 @@ x-prediction, truncated-SNR weights, the paper's CIFAR-10 setting):
 3. teacher training (dropout 0.2, EMA) img/s on the project's path;
 4. 4-step DDIM sampling img/s at batch 1,024, fp32 eager and the project's path;
 5. where the time goes: the teacher's two forwards alone, one 3×3 conv at the top level, a bf16
-   matmul (the card's measured peak), and a kernel profile of the fast update (`--out`).
+   matmul (the card's measured peak), and a kernel profile of the fast update (`--out`);
+6. with `--graphs`, the experiment of replaying the update's compiled graphs as CUDA graphs.
 Peak memory per phase. Timings are CUDA-event medians over windows after warm-up (compilation
 happens in the warm-up). The table comes last.
 """
@@ -263,6 +264,12 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=10, help="calls per timing window")
     ap.add_argument("--windows", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list of: teacher,sampling,profile")
+    ap.add_argument(
+        "--graphs",
+        action="store_true",
+        help="also time the fast update with its compiled graphs replayed as CUDA graphs "
+        "(Inductor's cudagraph trees; an experiment, not the project's path)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="results.json and profile.txt here")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -351,6 +358,25 @@ def main() -> int:
         distillation_target(teacher_f, z_t=x, t=t, student_steps=STUDENT_STEPS, output="x")
 
     record("teacher 2 fwd (fast)", target_only, images=args.batch, flop=2 * fwd)
+
+    # 2b. The experiment: the same update with the networks' graphs replayed as CUDA graphs,
+    # which takes the host's kernel launches out of the loop (run 2 above: partly host-bound).
+    if args.graphs:
+        try:
+            graphed = [place(copy.deepcopy(n), fast) for n in (student0, teacher0)]
+            for net in graphed:
+                options = {"force_layout_optimization": True, "triton.cudagraphs": True}
+                net.compile(dynamic=False, options=options)
+            step = distill_step(graphed[0].train(), graphed[1], data, args.batch, fast)
+
+            def graphed_step() -> None:
+                torch.compiler.cudagraph_mark_step_begin()  # a new iteration: reuse buffers
+                step()
+
+            record("distill fast + graphs", graphed_step, images=args.batch, flop=update_flops)
+            del graphed, step
+        except Exception as exc:  # an experiment: report it, keep the rest of the run
+            log(f"distill fast + graphs failed: {type(exc).__name__}: {exc}"[:2000])
 
     # 3. 4-step DDIM sampling at batch 1,024 (the student, eval mode).
     if "sampling" not in skip:
