@@ -152,12 +152,15 @@ def start(
         log=str(log),
     )
     deadline = time.monotonic() + timeout_s
-    while not (answers(head) and jobs_ready(head)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(head)
-            tail = log.read_text(errors="replace")[-3000:]
-            raise HeadError(f"the local Ray head did not start (log {log}):\n{tail}")
-        time.sleep(0.5)
+    try:
+        while not (answers(head) and jobs_ready(head)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise HeadError(f"the local Ray head did not start (log {log}):\n{tail}")
+            time.sleep(0.5)
+    except BaseException:  # a failed start, or Ctrl-C while waiting: leave no head behind
+        stop(head)
+        raise
     return head
 
 

@@ -11,6 +11,9 @@ import json
 import os
 import secrets
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -149,3 +152,43 @@ def _gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return fields[0] == "Z"
+
+
+def test_ctrl_c_while_the_embedded_head_starts_leaves_no_head(tmp_path: Path) -> None:
+    """The head runs in a session of its own (so it outlives an API crash); a start that is
+    interrupted before it answers must stop it, or nothing would ever stop it."""
+    script = (
+        "from pathlib import Path; from orchestrator import ray_head; "
+        f"ray_head.start(num_cpus=1, log_dir=Path({str(tmp_path)!r}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (logs := list(tmp_path.glob("ray-head-*.log"))):
+        assert proc.poll() is None and time.monotonic() < deadline, "the head never started"
+        time.sleep(0.1)
+    port = logs[0].stem.removeprefix("ray-head-")
+    marks = (f"--port={port}", f"--gcs_server_port={port}")  # `ray start` and its GCS
+    deadline = time.monotonic() + 30
+    while not _processes_with(marks):
+        assert time.monotonic() < deadline, "no head process appeared"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert b"KeyboardInterrupt" in err
+    deadline = time.monotonic() + 15
+    while left := _processes_with(marks):
+        assert time.monotonic() < deadline, f"the interrupted start left the head running: {left}"
+        time.sleep(0.2)
+
+
+def _processes_with(marks: tuple[str, ...]) -> list[int]:
+    """Live (non-zombie) processes whose command line holds one of `marks`."""
+    found = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (d / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(m in argv for m in marks) and not _gone(int(d.name)):
+            found.append(int(d.name))
+    return found
