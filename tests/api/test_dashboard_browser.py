@@ -194,8 +194,12 @@ def test_a_running_campaign_is_cancelled_from_its_page(page: Page, stack: Stack)
     # Break the event stream on its way to the browser (as a buffering proxy would): the page
     # must fall back to polling and still see every change without a reload.
     page.route("**/events", lambda route: route.abort("connectionreset"))
-    login(page, stack.token)
+    # A link to the campaign (as `pdistill demo` prints) leads there once the reader logs in.
     page.goto(f"/#/campaigns/{cid}")
+    expect(page).to_have_url(re.compile(r"#/login$"))
+    page.get_by_label("API token").fill(stack.token)
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(re.compile(f"#/campaigns/{cid}$"))
     expect(page.locator("#live-mode")).to_have_attribute("data-mode", "polling")
     status = page.locator("#campaign-status")
     expect(status).to_have_text("running", timeout=300_000)

@@ -19,6 +19,7 @@ const ROUTES = [
 const main = document.getElementById('main');
 let current = null; // AbortController of the view on screen
 let flash = null; // a message for the next login page (why the reader is there)
+let wanted = null; // the page the reader asked for before the login page took over
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, '') || '/campaigns';
@@ -59,11 +60,16 @@ async function whoAmI() {
   return me;
 }
 
-function logout(message) {
+function here() {
+  return location.hash.replace(/^#/, '') || '/campaigns';
+}
+
+function logout(message, { back = false } = {}) {
   token.clear();
   me = null;
   showWho(null);
   flash = message;
+  wanted = back && parseHash().path !== '/login' ? here() : null;
   go('/login');
 }
 
@@ -78,6 +84,7 @@ async function route() {
   }
   if (!found.open && !token.get()) {
     flash = flash || 'Log in with a team token to see its campaigns.';
+    wanted = here(); // e.g. the campaign page a link (or `pdistill demo`) pointed at
     go('/login');
     return;
   }
@@ -91,7 +98,9 @@ async function route() {
     me: null,
     flash: flash,
     loggedIn: (info) => { me = info; showWho(info); },
+    next: wanted || '/campaigns', // where the login page sends the reader
   };
+  if (path !== '/login') wanted = null;
   flash = null;
   if (!found.open) {
     try {
@@ -108,7 +117,7 @@ async function route() {
 }
 
 onUnauthorized((err) => {
-  logout(`The API refused the stored token: ${err.detail}. Log in again.`);
+  logout(`The API refused the stored token: ${err.detail}. Log in again.`, { back: true });
 });
 
 document.getElementById('logout').addEventListener('click', () => logout('Logged out.'));

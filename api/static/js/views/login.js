@@ -40,7 +40,7 @@ export function loginView(main, ctx) {
       const me = await request('v1/me', { withToken: value, signal: ctx.signal });
       token.set(value);
       ctx.loggedIn(me);
-      ctx.go('/campaigns');
+      ctx.go(ctx.next);
     } catch (err) {
       if (ctx.signal.aborted) return;
       if (err.status === 401) {
