@@ -23,6 +23,7 @@ from api.cli import DEFAULT_CACHE, round_table
 from api.progress import RichProgress
 from orchestrator.local import feature_net, run_local
 from orchestrator.spec import load_spec
+from workers.accel import choose
 from workers.data import load_dataset, split_dataset
 from workers.fid import compute_stats, fid
 
@@ -32,7 +33,7 @@ HERE = Path(__file__).parent
 def data_floor(spec_path: Path, cache_dir: Path) -> float:
     spec = load_spec(spec_path)
     ds = load_dataset(spec.dataset)
-    net = feature_net(spec, ds, cache_dir)
+    net = feature_net(spec, ds, cache_dir, choose(spec.resources.fast_path).device)
     a, b = split_dataset(ds, fraction=0.5, seed=spec.seed)
     return fid(compute_stats(net, a.images), compute_stats(net, b.images))
 

@@ -52,11 +52,16 @@ def unet_config(spec: CampaignSpec, dataset: ImageDataset) -> UNetConfig:
     return base.replace(**spec.model.overrides)
 
 
-def feature_net(spec: CampaignSpec, dataset: ImageDataset, cache_dir: Path) -> FeatureNet:
+def feature_net(
+    spec: CampaignSpec, dataset: ImageDataset, cache_dir: Path, device: torch.device
+) -> FeatureNet:
+    """The FID feature network of `spec`, on `device` (the GPU where the networks run)."""
     kind = spec.evaluation.features
     if kind == "classifier":
-        return load_classifier_features(dataset, cache_dir=cache_dir, seed=spec.seed)
-    return load_inception(None if kind == "inception" else kind)
+        return load_classifier_features(
+            dataset, cache_dir=cache_dir, seed=spec.seed, device=str(device)
+        )
+    return load_inception(None if kind == "inception" else kind, device=str(device))
 
 
 def check_compatible(
@@ -89,7 +94,7 @@ class LocalRun:
         self.dataset = load_dataset(spec.dataset)
         self.unet = unet_config(spec, self.dataset)
         progress.note("feature network and reference statistics")
-        self.features = feature_net(spec, self.dataset, cache_dir)
+        self.features = feature_net(spec, self.dataset, cache_dir, self.accel.device)
         self.reference: FeatureStats = reference_stats(
             self.features, self.dataset, cache_dir=cache_dir
         )
@@ -179,9 +184,7 @@ class LocalRun:
         record.write(res)
         return net, res
 
-    def round(
-        self, teacher: UNet, original: UNet, plan: Any
-    ) -> tuple[UNet, RoundResult]:
+    def round(self, teacher: UNet, original: UNet, plan: Any) -> tuple[UNet, RoundResult]:
         k, n = plan.round, plan.student_steps
         rdir = self.out / f"round-{k}"
         record = StageRecord(rdir / "record.json")

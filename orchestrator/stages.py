@@ -296,7 +296,8 @@ class Campaign:
         if (done := self.record(stage)) is not None:
             return done
         dataset = load_dataset(self.spec.dataset)
-        features = feature_net(self.spec, dataset, self.settings.cache_dir)
+        accel = choose(self.spec.resources.fast_path)
+        features = feature_net(self.spec, dataset, self.settings.cache_dir, accel.device)
         reference = self.reference(dataset, features)
         shape = (dataset.num_channels, dataset.image_size, dataset.image_size)
         noise = eval_noise(count=self.spec.evaluation.samples, shape=shape, seed=self.spec.seed + 1)
@@ -311,7 +312,7 @@ class Campaign:
         for key, model_uri in pairs:
             net, _ = load_unet(model_uri)
             ev = evaluate(
-                prepare(net, choose(self.spec.resources.fast_path)),
+                prepare(net, accel),
                 noise=noise,
                 num_steps=step_count,
                 output=self.diffusion.output,
