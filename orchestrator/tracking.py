@@ -7,9 +7,11 @@ crash logs into the same runs instead of duplicating them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,25 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 EXPERIMENT = "pdistill"
 
 
+@contextlib.contextmanager
+def _first_use_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite tracking DB while a client opens it.
+
+    MLflow creates the tables and runs its migrations when a store opens an empty database,
+    without a lock: two processes doing that at once (two campaign drivers starting together on
+    a fresh install) break each other ("duplicate column name", "Online migration expected to
+    match one row"). A server URI needs nothing: the server opened its database already.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f"{db.name}.init-lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, *, artifact_root: str | None = None) -> None:
         if tracking_uri.startswith("file:") or "://" not in tracking_uri:
@@ -29,8 +50,10 @@ class Tracker:
                 "(MLflow 3's file store is not supported)"
             )
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        with _first_use_lock(tracking_uri):  # the client opens (and may create) the DB
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+            self.client.search_registered_models(max_results=1)  # the registry's store too
         if exp is not None:
             self.experiment_id = exp.experiment_id
         else:

@@ -241,8 +241,11 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     status = page.locator("#campaign-status")
     # Live from the stream while it runs ("final" only if it finished meanwhile: a race).
     expect(page.locator("#live-mode")).to_have_attribute("data-mode", re.compile("^(live|final)$"))
-    # Followed live from the event stream: no reload.
-    expect(status).to_have_text("succeeded", timeout=CAMPAIGN_MS)
+    # Followed live from the event stream: no reload. (Any final status ends the wait: a failed
+    # campaign fails the test at once, with its reason.)
+    expect(status).to_have_text(re.compile(r"^(succeeded|failed|cancelled)$"), timeout=CAMPAIGN_MS)
+    c = stack.get(f"/v1/campaigns/{stack.shown}")
+    assert c["status"] == "succeeded", c["reason"]
     assert page.evaluate("() => window.notReloaded === true")
     expect(page.locator("#live-mode")).to_have_attribute("data-mode", "final")
 
