@@ -66,7 +66,11 @@ def search_lr(
         )
         tracker.params(run_id, {"lr": lrs[i], "trial_updates": trial_updates})
         job = replace(base, name=f"{prefix}-trial-{i}", lr=lrs[i], mlflow_run_id=run_id)
-        run_train(campaign, job, callbacks=[TuneReportCallback()])
+        # No worker-group restarts in a trial: when Tune stops a trial it SIGTERMs the trial actor
+        # and its Train controller; a controller that sees its workers go first would start a
+        # new worker group, whose placement group nobody frees once the controller is killed
+        # (seen in CI: every CPU reserved, the next trial's workers never start).
+        run_train(campaign, job, callbacks=[TuneReportCallback()], max_failures=0)
         tracker.finish(run_id)
 
     reports = max(1, math.ceil(trial_updates / base.report_every))

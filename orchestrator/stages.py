@@ -347,8 +347,15 @@ class Campaign:
         return self.write_record(stage, out)
 
 
-def run_train(campaign: Campaign, job: RoundJob, *, callbacks: list[Any] | None = None) -> Any:
-    """One TorchTrainer.fit() for `job` (resumes from storage if the run was interrupted)."""
+def run_train(
+    campaign: Campaign,
+    job: RoundJob,
+    *,
+    callbacks: list[Any] | None = None,
+    max_failures: int | None = None,
+) -> Any:
+    """One TorchTrainer.fit() for `job` (resumes from storage if the run was interrupted), with
+    `max_failures` worker-group restarts (default: the spec's `resources.max_failures`)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -366,7 +373,9 @@ def run_train(campaign: Campaign, job: RoundJob, *, callbacks: list[Any] | None 
             name=job.name,
             storage_path=storage.path(f"{campaign.prefix}/ray"),
             storage_filesystem=storage.fs,
-            failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=res.max_failures if max_failures is None else max_failures
+            ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
         ),
