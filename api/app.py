@@ -74,6 +74,19 @@ def _errors_as_json(schema: dict[str, Any]) -> None:
         components.pop(unused, None)
 
 
+def _open_mlflow(svc: Services) -> None:
+    """Create a SQLite MLflow DB here, once, before any campaign driver starts. MLflow builds an
+    empty DB in many steps; a driver cancelled (killed) in the middle of them left it half-built,
+    and the next driver failed on it ("table secrets already exists", seen in CI). A tracking
+    server has built its own DB; if this fails the API still serves and drivers try again."""
+    if not svc.settings.mlflow_tracking_uri.startswith("sqlite:"):
+        return
+    try:
+        svc.tracker()
+    except Exception as exc:  # MLflow raises many kinds; the API must start anyway
+        log.warning("MLflow at %s: %s", svc.settings.mlflow_tracking_uri, exc)
+
+
 def create_app(settings: Settings, *, reconcile: bool | None = None) -> FastAPI:
     """`reconcile` overrides settings.reconcile (tests of the HTTP surface alone pass False)."""
     reconcile = settings.reconcile if reconcile is None else reconcile
@@ -88,6 +101,7 @@ def create_app(settings: Settings, *, reconcile: bool | None = None) -> FastAPI:
         stop = threading.Event()
         thread = None
         if reconcile:
+            await run_in_threadpool(_open_mlflow, svc)
             svc.reconciler = Reconciler(store, settings, link)
             thread = threading.Thread(
                 target=svc.reconciler.run, args=(stop,), name="pdistill-reconciler", daemon=True
