@@ -64,11 +64,12 @@ class Services:
             return self._storages[root]
 
     def tracker(self) -> Any:
-        from orchestrator.tracking import Tracker
+        from orchestrator.tracking import open_tracker
 
         with self._lock:
             if self._tracker is None:
-                self._tracker = Tracker(self.settings.mlflow_tracking_uri)
+                storage = Storage(self.settings.storage_uri)
+                self._tracker = open_tracker(self.settings.mlflow_tracking_uri, storage)
             return self._tracker
 
     def stage_record(self, c: CampaignView, stage: str) -> dict[str, Any] | None:

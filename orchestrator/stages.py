@@ -19,7 +19,7 @@ from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, trai
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage
-from orchestrator.tracking import Tracker
+from orchestrator.tracking import Tracker, open_tracker
 from workers.accel import choose, prepare
 from workers.checkpoint import checkpoint_bytes, load_unet
 from workers.config import DiffusionConfig
@@ -61,11 +61,7 @@ class Campaign:
         return data
 
     def tracker(self) -> Tracker:
-        uri = self.settings.mlflow_tracking_uri
-        # A SQLite store keeps artifacts beside the checkpoints (S3 or the local storage root);
-        # a tracking server decides for itself (its artifact proxy).
-        root = self.storage.uri("mlflow-artifacts") if uri.startswith("sqlite:") else None
-        return Tracker(uri, artifact_root=root)
+        return open_tracker(self.settings.mlflow_tracking_uri, self.storage)
 
     def campaign_run(self, tracker: Tracker) -> str:
         key = f"campaign/{self.spec.name}"

@@ -20,6 +20,8 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from orchestrator.storage import Storage
+
 EXPERIMENT = "pdistill"
 
 
@@ -128,3 +130,11 @@ class Tracker:
             if mv.run_id == run_id and mv.source == source:
                 return str(mv.version)
         return str(self.client.create_model_version(name, source=source, run_id=run_id).version)
+
+
+def open_tracker(tracking_uri: str, storage: Storage) -> Tracker:
+    """A Tracker whose experiment (if this creates it) keeps a SQLite store's artifacts beside the
+    checkpoints (`<storage>/mlflow-artifacts`, S3 or the local storage root); a tracking server
+    decides for itself (its artifact proxy). Whoever opens MLflow first fixes the location."""
+    root = storage.uri("mlflow-artifacts") if tracking_uri.startswith("sqlite:") else None
+    return Tracker(tracking_uri, artifact_root=root)

@@ -142,6 +142,13 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
         ("starting", "running", "driver"),
         ("running", "succeeded", "driver"),
     ]
+    # The driver records the outcome, then exits: its Ray job ends SUCCEEDED moments later.
+    wait_for(
+        f"Ray job {sid} to succeed",
+        lambda: (dashboard_job(stack.head, sid) or {}).get("status"),
+        lambda status: status in {"SUCCEEDED", "FAILED", "STOPPED"},
+        timeout=60,
+    )
     assert dashboard_job(stack.head, sid)["status"] == "SUCCEEDED"  # type: ignore[index]
     cluster = stack.get("/v1/cluster")
     assert [(n["alive"], n["cpus"]) for n in cluster["nodes"]] == [(True, 2.0)]
