@@ -75,10 +75,11 @@ def _errors_as_json(schema: dict[str, Any]) -> None:
 
 
 def _open_mlflow(svc: Services) -> None:
-    """Create a SQLite MLflow DB here, once, before any campaign driver starts. MLflow builds an
-    empty DB in many steps; a driver cancelled (killed) in the middle of them left it half-built,
-    and the next driver failed on it ("table secrets already exists", seen in CI). A tracking
-    server has built its own DB; if this fails the API still serves and drivers try again."""
+    """Create a SQLite MLflow DB here, once, before any campaign driver starts, so drivers never
+    wait for its first build (tens of seconds) or spend it in a job that may be cancelled. (The
+    build itself is safe anywhere: `Tracker` builds a new DB aside under a lock and renames it.)
+    A tracking server has built its own DB; if this fails the API still serves and drivers try
+    again."""
     if not svc.settings.mlflow_tracking_uri.startswith("sqlite:"):
         return
     try:

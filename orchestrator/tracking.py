@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryDbStore
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingDbStore
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from orchestrator.storage import Storage
@@ -27,7 +30,8 @@ EXPERIMENT = "pdistill"
 
 @contextlib.contextmanager
 def _first_use_lock(tracking_uri: str) -> Iterator[None]:
-    """Hold an exclusive lock beside a SQLite tracking DB while a client opens it.
+    """Hold an exclusive lock beside a SQLite tracking DB while a client opens it; build the DB
+    first (aside, `_build_sqlite_db`) if it is new.
 
     MLflow creates the tables and runs its migrations when a store opens an empty database,
     without a lock: two processes doing that at once (two campaign drivers starting together on
@@ -41,7 +45,52 @@ def _first_use_lock(tracking_uri: str) -> Iterator[None]:
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(f"{db.name}.init-lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
+        # (a WAL beside an empty DB may hold its pages: that one is left to SQLite)
+        new = (not db.exists() or db.stat().st_size == 0) and not Path(f"{db}-wal").exists()
+        if new:
+            # SQLite deletes a rollback journal beside a DB of 0 pages as obsolete; left beside
+            # the DB moved here, it would be "rolled back" onto it.
+            Path(f"{db}-journal").unlink(missing_ok=True)
+            _build_sqlite_db(db)
+        try:
+            yield
+        except Exception as exc:  # e.g. "table secrets already exists"
+            if not new:
+                exc.add_note(
+                    f"pdistill: if {db} was left half-built by a process killed while it first "
+                    "built it (before pdistill built it aside) and holds no runs, delete it: it "
+                    "is built again on the next open"
+                )
+            raise
+
+
+def _build_sqlite_db(db: Path) -> None:
+    """Build a complete MLflow DB at `<db>.building`, then rename it to `db` in one step.
+
+    MLflow builds an empty DB in many steps (tables, then some 60 migrations), most committed
+    on their own: a process killed among them (a cancelled Ray job) left a half-built DB that
+    every later open failed on ("table secrets already exists"). Built aside, `db` is either
+    absent or complete. The caller holds the init lock, so a `<db>.building` found here is what
+    a killed build left: it is thrown away and built again.
+    """
+    tmp = db.with_name(f"{db.name}.building")
+    side_files = [Path(f"{tmp}-journal"), Path(f"{tmp}-wal"), Path(f"{tmp}-shm")]
+    for path in (tmp, *side_files):
+        path.unlink(missing_ok=True)
+    uri = f"sqlite:///{tmp}"
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.get_experiment_by_name(EXPERIMENT)  # the tracking store: tables, migrations
+        client.search_registered_models(max_results=1)  # the registry's store too
+    finally:
+        # MLflow keeps one engine per DB URI for the life of the process (`_engine_map`, a class
+        # attribute of each store): close this one's connections, and forget it.
+        for engines in (TrackingDbStore._engine_map, RegistryDbStore._engine_map):
+            if (engine := engines.pop(uri, None)) is not None:
+                engine.dispose()
+    if pending := [str(p) for p in side_files if p.exists()]:  # all connections are closed
+        raise RuntimeError(f"building {db}: SQLite left {pending} after closing it; not moved")
+    os.replace(tmp, db)
 
 
 class Tracker:
