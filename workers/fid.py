@@ -44,8 +44,13 @@ class FeatureStats:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, mu=self.mu, sigma=self.sigma, count=np.int64(self.count),
-                         features=np.str_(self.features))
+                np.savez(
+                    f,
+                    mu=self.mu,
+                    sigma=self.sigma,
+                    count=np.int64(self.count),
+                    features=np.str_(self.features),
+                )
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -126,7 +131,7 @@ def compute_stats(net: FeatureNet, images: Tensor, *, batch_size: int = 256) -> 
     chunks = []
     with torch.no_grad():
         for i in range(0, n, batch_size):
-            feats = net(images[i:i + batch_size])
+            feats = net(images[i : i + batch_size])
             chunks.append(feats.detach().cpu().double().numpy())
     feats_all = np.concatenate(chunks, axis=0)
     assert feats_all.shape == (n, net.dim), (feats_all.shape, n, net.dim)

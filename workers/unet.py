@@ -44,8 +44,14 @@ class UNetConfig:
     num_heads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "in_channels", "out_channels", "ch", "num_res_blocks",
-                     "num_heads"):
+        for name in (
+            "image_size",
+            "in_channels",
+            "out_channels",
+            "ch",
+            "num_res_blocks",
+            "num_heads",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.ch_mult or min(self.ch_mult) < 1:
@@ -116,20 +122,29 @@ class UNetPreset:
 
 PRESETS: dict[str, UNetPreset] = {
     # Salimans & Ho 2022, CIFAR-10 teacher (60.0M parameters); students use dropout 0.
-    "cifar10": UNetPreset(ch=256, ch_mult=(1, 1, 1), num_res_blocks=3,
-                          attn_resolutions=(16, 8), emb_dim=1024, dropout=0.2),
+    "cifar10": UNetPreset(
+        ch=256,
+        ch_mult=(1, 1, 1),
+        num_res_blocks=3,
+        attn_resolutions=(16, 8),
+        emb_dim=1024,
+        dropout=0.2,
+    ),
     "mnist-small": UNetPreset(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, dropout=0.1),
     "mnist-tiny": UNetPreset(ch=16, ch_mult=(1, 2), num_res_blocks=1),
     "digits-small": UNetPreset(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
 }
 
 
-def preset_config(name: str, *, image_size: int, in_channels: int,
-                  out_channels: int) -> UNetConfig:
+def preset_config(name: str, *, image_size: int, in_channels: int, out_channels: int) -> UNetConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown U-Net preset {name!r}; valid presets: {sorted(PRESETS)}")
-    return UNetConfig(image_size=image_size, in_channels=in_channels,
-                      out_channels=out_channels, **dataclasses.asdict(PRESETS[name]))
+    return UNetConfig(
+        image_size=image_size,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        **dataclasses.asdict(PRESETS[name]),
+    )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -152,9 +167,11 @@ def _zero(module: nn.Conv2d) -> nn.Conv2d:
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding. t: [B] (any scale) → [B, dim]."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device,
-                                                           dtype=torch.float32)
-                      / max(half - 1, 1))
+    freqs = torch.exp(
+        -math.log(max_period)
+        * torch.arange(half, device=t.device, dtype=torch.float32)
+        / max(half - 1, 1)
+    )
     args = t.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     return F.pad(emb, (0, dim % 2))
@@ -168,8 +185,9 @@ def logsnr_to_time(logsnr: Tensor) -> Tensor:
 class ResBlock(nn.Module):
     """Pre-activation res block with FiLM; `resample` ('down'/'up') halves/doubles H and W."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float,
-                 resample: str | None = None) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, resample: str | None = None
+    ) -> None:
         super().__init__()
         assert resample in (None, "down", "up")
         self.resample = resample
@@ -274,8 +292,7 @@ class UNet(nn.Module):
         for level in reversed(range(len(c.ch_mult))):
             res = c.resolutions[level]
             for _ in range(c.num_res_blocks + 1):
-                block = ResBlock(chans + skip_chans.pop(), c.ch * c.ch_mult[level], emb,
-                                 c.dropout)
+                block = ResBlock(chans + skip_chans.pop(), c.ch * c.ch_mult[level], emb, c.dropout)
                 chans = c.ch * c.ch_mult[level]
                 self.up.append(_Stage(block, attn_or_id(res, chans)))
                 self.up_takes_skip.append(True)
