@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,23 @@ class Links(_Out):
     ray_dashboard: str | None = Field(description="The campaign's current Ray Job.")
 
 
+TeacherStatus = Literal["pending", "training", "loading", "ready", "failed", "cancelled"]
+
+
+class TeacherOut(_Out):
+    """The campaign's first stage: training the teacher, or loading it from a checkpoint."""
+
+    source: Literal["train", "checkpoint"]
+    status: TeacherStatus = Field(
+        description="pending until the campaign runs; training (or loading) while it runs; "
+        "ready once the teacher is stored; failed or cancelled if the campaign ended first."
+    )
+    updates: int = Field(description="Planned training updates; 0 when loaded.")
+    updates_done: int
+    loss: float | None = Field(description="Latest training loss (the final one when ready).")
+    finished_at: datetime | None = Field(description="When the teacher was ready.")
+
+
 class CampaignOut(_Out):
     id: str
     name: str = Field(description="The spec's name (runs are stored under `<id>-<name>`).")
@@ -51,9 +68,11 @@ class CampaignOut(_Out):
     progress: float = Field(
         ge=0,
         le=1,
-        description="Share of the planned work done: each round weighs the same; its training "
-        "updates count for 90%, its evaluation for 10%. 1 when succeeded.",
+        description="Share of the planned work done: each round weighs the same, its training "
+        "updates 90% and its evaluation 10%; a teacher trained by the campaign weighs as much "
+        "as a round, by its updates. 1 when succeeded.",
     )
+    teacher: TeacherOut
     submission_id: str | None = Field(description="Ray Job id of the current attempt.")
     mlflow_run_id: str | None
     links: Links

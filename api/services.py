@@ -8,7 +8,7 @@ import json
 import threading
 from typing import Any
 
-from api.schemas import CampaignOut, Links, RoundOut, TrialOut
+from api.schemas import CampaignOut, Links, RoundOut, TeacherOut, TeacherStatus, TrialOut
 from orchestrator.jobs import storage_name
 from orchestrator.ray_link import RayLink
 from orchestrator.scheduler import Reconciler
@@ -24,12 +24,40 @@ from orchestrator.store import (
 )
 
 
+def teacher_out(c: CampaignView) -> TeacherOut:
+    if c.teacher_finished_at is not None or c.status is CampaignStatus.SUCCEEDED:
+        status: TeacherStatus = "ready"
+    elif c.status is CampaignStatus.RUNNING:
+        status = "training" if c.teacher_updates else "loading"
+    elif c.status is CampaignStatus.FAILED:
+        status = "failed"
+    elif c.status in (CampaignStatus.CANCELLING, CampaignStatus.CANCELLED):
+        status = "cancelled"
+    else:
+        status = "pending"
+    return TeacherOut(
+        source="train" if c.teacher_updates else "checkpoint",
+        status=status,
+        updates=c.teacher_updates,
+        updates_done=c.teacher_updates_done,
+        loss=c.teacher_loss,
+        finished_at=c.teacher_finished_at,
+    )
+
+
 def progress(c: CampaignView, rounds: list[RoundView]) -> float:
+    """See CampaignOut.progress."""
     if c.status is CampaignStatus.SUCCEEDED:
         return 1.0
-    if not rounds:
+    done, parts = 0.0, len(rounds)
+    if c.teacher_updates:  # a teacher trained here weighs as much as a round
+        parts += 1
+        if c.teacher_finished_at is not None:
+            done += 1.0
+        else:
+            done += min(c.teacher_updates_done, c.teacher_updates) / c.teacher_updates
+    if not parts:
         return 0.0
-    done = 0.0
     for r in rounds:
         if r.status is RoundStatus.SUCCEEDED:
             done += 1.0
@@ -37,7 +65,7 @@ def progress(c: CampaignView, rounds: list[RoundView]) -> float:
             done += 0.9
         else:
             done += 0.9 * min(r.updates_done, r.updates) / max(r.updates, 1)
-    return round(min(done / len(rounds), 1.0), 4)
+    return round(min(done / parts, 1.0), 4)
 
 
 @dataclasses.dataclass
@@ -107,6 +135,7 @@ class Services:
             rounds_total=c.rounds_total,
             best_fid=c.best_fid,
             progress=progress(c, rounds),
+            teacher=teacher_out(c),
             submission_id=c.submission_id,
             mlflow_run_id=c.mlflow_run_id,
             links=self.links(c),

@@ -1,4 +1,5 @@
-"""`pdistill watch ID`: live per-round progress bars from the campaign's event stream."""
+"""`pdistill watch ID`: live progress bars of the teacher and each round, from the campaign's
+event stream."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def round_line(r: dict[str, Any]) -> str:
     return f"{head}, " + ", ".join(parts)
 
 
+def teacher_line(t: dict[str, Any]) -> str:
+    if t["source"] == "checkpoint":
+        return f"teacher (from a checkpoint): {t['status']}"
+    line = f"teacher: {t['status']}, {t['updates_done']}/{t['updates']} updates"
+    return line + (f", loss {t['loss']:.4g}" if t.get("loss") is not None else "")
+
+
 def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{campaign['id']} {campaign['name']}: {campaign['status']}")
     for col in ("round", "steps", "status", "updates", "lr", "loss", "FID", "DDIM FID", "wall s"):
@@ -48,6 +56,14 @@ def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Tabl
             _fmt(r.get("wall_seconds"), ".0f"),
         )
     return table
+
+
+def _print_change(console: Console, shown: dict[int, str], key: int, line: str) -> None:
+    """Print `line` when its head (before the first comma: who and status) changed, so a
+    status change also reaches logs where the bars do not show."""
+    if line.split(",")[0] != shown.get(key, "").split(",")[0]:
+        console.print(line, soft_wrap=True)
+    shown[key] = line
 
 
 def watch(client: Client, campaign_id: str, console: Console) -> int:
@@ -72,6 +88,13 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                     if event != "campaign":
                         continue
                     last = data
+                    t = data["campaign"]["teacher"]
+                    if t["source"] == "train":  # task 0: the teacher's training
+                        if 0 not in tasks:
+                            tasks[0] = bars.add_task("teacher", total=t["updates"], info="")
+                        info = t["status"] + (f" loss {t['loss']:.4g}" if t.get("loss") else "")
+                        bars.update(tasks[0], completed=t["updates_done"], info=info)
+                    _print_change(console, shown, 0, teacher_line(t))
                     for r in data["rounds"]:
                         k = r["k"]
                         if k not in tasks:
@@ -81,10 +104,7 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                         if r.get("fid") is not None:
                             info += f" FID {r['fid']:.2f}"
                         bars.update(tasks[k], completed=r["updates_done"], info=info)
-                        line = round_line(r)
-                        if line.split(",")[0] != shown.get(k, "").split(",")[0]:
-                            console.print(line, soft_wrap=True)  # a status change: also in logs
-                        shown[k] = line
+                        _print_change(console, shown, k, round_line(r))
                     c = data["campaign"]
                     if c["status"] != status_shown:
                         reason = f" ({c['reason']})" if c.get("reason") else ""

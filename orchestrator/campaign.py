@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.report import RoundResult, TeacherResult
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan
-from orchestrator.stages import Campaign, StageError
+from orchestrator.stages import TEACHER_LOSS, Campaign, StageError
 from orchestrator.tracking import Tracker
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
 
 
 def _gate(campaign: Campaign, previous: list[dict[str, Any]]) -> None:
@@ -203,11 +206,16 @@ def write_status(c: Campaign, state: str, *, reason: str | None = None) -> None:
 
 
 def describe(c: Campaign, tracker: Tracker | None = None) -> str:
-    """A one-line progress summary from the stage records in storage and, while a round
-    trains, its latest reported update and loss in MLflow (with an ETA from their rate)."""
+    """A one-line progress summary from the stage records in storage and, while the teacher or
+    a round trains, its latest logged update and loss in MLflow (with an ETA from their rate)."""
     done = [p for p in c.plan if c.record(f"round-{p.round}-train") is not None]
     if c.record("teacher") is None:
-        return "teacher: training" if not c.spec.teacher.checkpoint else "teacher: loading"
+        if c.spec.teacher.checkpoint:
+            return "teacher: loading"
+        if tracker is None:
+            return "teacher: training"
+        history = tracker.history(f"campaign/{c.spec.name}", TEACHER_LOSS)
+        return f"teacher: training, {latest(history, c.spec.teacher.updates)}"
     if len(done) == len(c.plan):
         return f"all {len(c.plan)} rounds trained; evaluating and reporting"
     p = c.plan[len(done)]
@@ -217,13 +225,29 @@ def describe(c: Campaign, tracker: Tracker | None = None) -> str:
     if tracker is None:
         return f"{head}: training"
     history = tracker.history(f"campaign/{c.spec.name}/round-{p.round}", "train/loss")
-    if not history:
-        return f"{head}: training, starting"
-    last = history[-1]
+    return f"{head}: training, {latest(history, p.updates)}"
+
+
+def current_attempt(history: list[Metric]) -> list[Metric]:
+    """The points of a loss history logged since its stage last (re)started: a stage that
+    restarts logs from an earlier update again."""
+    points = sorted(history, key=lambda m: (m.timestamp, m.step))
+    start = 0
+    for i in range(1, len(points)):
+        if points[i].step <= points[i - 1].step:
+            start = i
+    return points[start:]
+
+
+def latest(history: list[Metric], total: int) -> str:
+    """'update k/N, loss x, eta Ts' from a loss history (the ETA from the current attempt's
+    rate), or 'starting' when nothing is logged yet."""
+    points = current_attempt(history)
+    if not points:
+        return "starting"
+    first, last = points[0], points[-1]
     eta = ""
-    if len(history) >= 2 and last.step > history[0].step:
-        rate = (last.step - history[0].step) / max(
-            1e-3, (last.timestamp - history[0].timestamp) / 1e3
-        )
-        eta = f", eta {(p.updates - last.step) / rate:.0f}s"
-    return f"{head}: update {last.step}/{p.updates}, loss {last.value:.4g}{eta}"
+    if last.step > first.step:
+        rate = (last.step - first.step) / max(1e-3, (last.timestamp - first.timestamp) / 1e3)
+        eta = f", eta {(total - last.step) / rate:.0f}s"
+    return f"update {last.step}/{total}, loss {last.value:.4g}{eta}"

@@ -21,10 +21,13 @@ import os
 import sys
 from typing import Any
 
+from orchestrator.campaign import current_attempt, run_campaign
 from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, parse_spec, plan_rounds
-from orchestrator.store import CampaignStatus, RoundStatus, Store, TrialStatus
+from orchestrator.stages import TEACHER_LOSS
+from orchestrator.store import CampaignStatus, CampaignView, RoundStatus, Store, TrialStatus
+from orchestrator.store.models import utcnow
 
 ACTOR = "driver"
 _ACTIVE = {RoundStatus.TUNING, RoundStatus.TRAINING, RoundStatus.EVALUATING}
@@ -58,17 +61,20 @@ class ProgressWriter:
         self.campaign: dict[str, Any] = {}
         self.run_ids: dict[str, str] = {}
         self.last: tuple[Any, Any] | None = None
+        self.teacher: dict[str, Any] = {}
 
-    def check(self) -> None:
+    def check(self) -> CampaignView:
         c = self.store.get_campaign(self.campaign_id, team_id=None)
         if c is None or c.status is not CampaignStatus.RUNNING or c.submission_id != self.sid:
             where = "gone" if c is None else f"{c.status.value} (job {c.submission_id})"
             raise FencedError(f"campaign {self.campaign_id} is {where}; driver {self.sid} stops")
+        return c
 
     def poll(self, c: Any, tracker: Any) -> None:
         """`run_campaign`'s on_poll hook: `c` is the stages.Campaign, `tracker` its Tracker."""
-        self.check()
+        stored = self.check()
         self.last = (c, tracker)
+        self.teacher = self._teacher(c, tracker, stored)
         ready = c.record("teacher") is not None
         for p in self.plan:
             done = self.rounds.get(p.round, {}).get("status") is RoundStatus.SUCCEEDED
@@ -151,6 +157,24 @@ class ProgressWriter:
             )
         self.trials_done.add(p.round)
 
+    def _teacher(self, c: Any, tracker: Any, stored: CampaignView) -> dict[str, Any]:
+        """The teacher's fields: from its stage record once it is ready (the time it was first
+        seen ready is kept across drivers), else from its loss logged in MLflow."""
+        planned = self.spec.teacher.updates
+        record = c.record("teacher")
+        if record is not None:
+            return {
+                "teacher_updates_done": planned,
+                "teacher_loss": _finite(record.get("final_loss")),
+                "teacher_finished_at": stored.teacher_finished_at or utcnow(),
+            }
+        fields: dict[str, Any] = {"teacher_finished_at": None}
+        points = current_attempt(tracker.history(f"campaign/{c.spec.name}", TEACHER_LOSS))
+        if points:
+            fields["teacher_updates_done"] = min(int(points[-1].step), planned)
+            fields["teacher_loss"] = _finite(points[-1].value)
+        return fields
+
     def _campaign(self, c: Any, tracker: Any) -> None:
         started = [k for k, r in self.rounds.items() if r["status"] is not RoundStatus.PENDING]
         fids = [r["fid"] for r in self.rounds.values() if r["fid"] is not None]
@@ -158,6 +182,7 @@ class ProgressWriter:
             "current_round": max(started) if started else None,
             "best_fid": min(fids) if fids else None,
             "mlflow_run_id": self._run_id(tracker, f"campaign/{c.spec.name}"),
+            **self.teacher,
         }
         if fields != self.campaign:
             self.store.update_campaign(self.campaign_id, **fields)
@@ -179,8 +204,6 @@ def _connect_ray(settings: Settings) -> None:
 
 def drive(store: Store, settings: Settings, campaign_id: str, sid: str) -> int:
     """Run the campaign; 0 when its outcome is recorded (or it is not ours any more)."""
-    from orchestrator.campaign import run_campaign
-
     found = store.get_campaign(campaign_id, team_id=None)
     if found is None:
         print(f"no campaign {campaign_id} in the store", file=sys.stderr)

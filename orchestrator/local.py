@@ -17,7 +17,13 @@ import torch
 from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
 from orchestrator.spec import CampaignSpec, plan_rounds
 from workers.accel import choose, prepare
-from workers.checkpoint import load_unet, save_checkpoint, write_atomic
+from workers.checkpoint import (
+    load_unet,
+    save_checkpoint,
+    training_state,
+    training_state_bytes,
+    write_atomic,
+)
 from workers.config import DiffusionConfig, DistillConfig
 from workers.data import ImageDataset, load_dataset
 from workers.distill import distill_round
@@ -29,6 +35,8 @@ from workers.parameterization import output_channels
 from workers.teacher import train_teacher
 from workers.training import DivergedError, ProgressFn
 from workers.unet import UNet, UNetConfig, preset_config
+
+TEACHER_STATE = "teacher.training-state.pt"  # in the run's folder while the teacher trains
 
 
 class RunError(RuntimeError):
@@ -164,6 +172,11 @@ class LocalRun:
             cfg = t.resolve(seed=self.spec.seed)
             torch.manual_seed(self.spec.seed)
             on_progress = self.progress.task("teacher training", t.updates)
+            # Saved every 10% of the updates: a run stopped while the teacher trains goes on
+            # from there when started again.
+            state = self.out / TEACHER_STATE
+            if state.exists():
+                self.progress.note(f"teacher: resuming from {state}")
             try:
                 net, result = train_teacher(
                     UNet(self.unet),
@@ -172,6 +185,8 @@ class LocalRun:
                     config=cfg,
                     on_progress=on_progress,
                     accel=self.accel,
+                    resume=training_state(state.read_bytes()) if state.exists() else None,
+                    save=lambda s: write_atomic(state, training_state_bytes(s)),
                 )
             except DivergedError as exc:
                 raise RunError(f"teacher: {exc}") from exc
@@ -182,6 +197,7 @@ class LocalRun:
             steps=start, fid=ev.fid, train_seconds=seconds, final_loss=loss, checkpoint=str(ckpt)
         )
         record.write(res)
+        (self.out / TEACHER_STATE).unlink(missing_ok=True)
         return net, res
 
     def round(self, teacher: UNet, original: UNet, plan: Any) -> tuple[UNet, RoundResult]:

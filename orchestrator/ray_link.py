@@ -129,11 +129,21 @@ class RayLink:
         except (httpx.HTTPError, ValueError) as exc:
             raise RayUnavailableError(f"Ray dashboard {url}: {exc}") from exc
 
+    def nodes(self) -> list[NodeInfo]:
+        """The cluster's nodes, alive or not (the state API)."""
+        rows = self._get("/api/v0/nodes?detail=1&limit=10000")["data"]["result"]["result"]
+        return [_node(row) for row in rows]
+
+    def totals(self) -> tuple[float, float]:
+        """CPUs and GPUs of the alive nodes: all that admission needs, without `cluster()`'s
+        load report (under autoscaler v2 each report is a process reading the GCS)."""
+        alive = [n for n in self.nodes() if n.alive]
+        return sum(n.cpus for n in alive), sum(n.gpus for n in alive)
+
     def cluster(self) -> ClusterInfo:
         """Nodes and their groups (state API), CPU/GPU totals and usage and the pending demand
         (the autoscaler's load report)."""
-        rows = self._get("/api/v0/nodes?detail=1&limit=10000")["data"]["result"]["result"]
-        nodes = [_node(row) for row in rows]
+        nodes = self.nodes()
         alive = [n for n in nodes if n.alive]
         cpus, gpus = sum(n.cpus for n in alive), sum(n.gpus for n in alive)
         status = self._get("/api/cluster_status?format=0")["data"].get("clusterStatus")

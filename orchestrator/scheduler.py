@@ -261,10 +261,10 @@ class Reconciler:
         queue = self.store.queue()
         if not queue:
             return []
-        info = self.link.cluster()
+        cpus_total, gpus_total = self.link.totals()
         room = Capacity.of(
-            cpus_total=info.cpus_total,
-            gpus_total=info.gpus_total,
+            cpus_total=cpus_total,
+            gpus_total=gpus_total,
             active=self._active(),
             teams=self.store.list_teams(),
             max_running=self.settings.max_running,

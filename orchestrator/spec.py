@@ -74,6 +74,11 @@ class TeacherSpec(_Frozen):
     checkpoint: str | None = None
     train: TeacherTrainSpec = Field(default_factory=TeacherTrainSpec)
 
+    @property
+    def updates(self) -> int:
+        """Training updates the teacher stage runs: 0 when it loads a checkpoint."""
+        return 0 if self.checkpoint else self.train.updates
+
 
 class StepsSpec(_Frozen):
     start: PosInt = 16

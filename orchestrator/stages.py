@@ -21,7 +21,12 @@ from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker, open_tracker
 from workers.accel import choose, prepare
-from workers.checkpoint import checkpoint_bytes, load_unet
+from workers.checkpoint import (
+    checkpoint_bytes,
+    load_unet,
+    training_state,
+    training_state_bytes,
+)
 from workers.config import DiffusionConfig
 from workers.data import ImageDataset, load_dataset
 from workers.evaluate import eval_noise, evaluate
@@ -29,11 +34,30 @@ from workers.features import FeatureNet
 from workers.fid import FeatureStats, compute_stats
 from workers.images import samples_files
 from workers.teacher import train_teacher
+from workers.training import ProgressFn
 from workers.unet import UNet
 
 
 class StageError(RuntimeError):
     """A stage failed for good; the campaign is marked failed with this reason."""
+
+
+TEACHER_LOSS = "teacher/loss"  # on the campaign's MLflow run, stepped by update
+TEACHER_STATE = "teacher-training-state.pt"  # while the teacher trains: where it resumes from
+
+
+def teacher_logger(tracker: Tracker, run_id: str, *, every_s: float = 2.0) -> ProgressFn:
+    """An `on_progress` for teacher training that logs its loss to MLflow at most every
+    `every_s` seconds (a log point on a GPU can come every few milliseconds) and at the end."""
+    last = -math.inf
+
+    def log(update: int, total: int, loss: float) -> None:
+        nonlocal last
+        if update == total or time.monotonic() - last >= every_s:
+            tracker.metrics(run_id, {TEACHER_LOSS: loss}, step=update)
+            last = time.monotonic()
+
+    return log
 
 
 class Campaign:
@@ -114,14 +138,18 @@ class Campaign:
             )
             loss = float("nan")
         else:
-            t = self.spec.teacher.train
+            cfg = self.spec.teacher.train.resolve(seed=self.spec.seed)
+            tracker = self.tracker()
             torch.manual_seed(self.spec.seed)
             net, result = train_teacher(
                 UNet(unet),
                 data=dataset.images,
                 diffusion=self.diffusion,
-                config=t.resolve(seed=self.spec.seed),
+                config=cfg,
                 accel=choose(self.spec.resources.fast_path),
+                on_progress=teacher_logger(tracker, self.campaign_run(tracker)),
+                resume=self._teacher_state(),
+                save=self._save_teacher_state,
             )
             config, loss = {"unet": unet.to_dict()}, result.final_loss
         config = {
@@ -135,10 +163,21 @@ class Campaign:
         uri = self.storage.write_bytes(
             self.rel("teacher.safetensors"), checkpoint_bytes(net.state_dict(), config)
         )
-        return self.write_record(
+        record = self.write_record(
             "teacher",
             {"uri": uri, "train_seconds": time.perf_counter() - started, "final_loss": loss},
         )
+        self.storage.delete(self.rel(TEACHER_STATE))
+        return record
+
+    # Teacher training saves its whole state every 10% of its updates, so a stage that is run
+    # again (a killed driver, a lost node) continues from there instead of from update 0.
+    def _teacher_state(self) -> dict[str, Any] | None:
+        raw = self.storage.read_bytes(self.rel(TEACHER_STATE))
+        return None if raw is None else training_state(raw)
+
+    def _save_teacher_state(self, state: dict[str, Any]) -> None:
+        self.storage.write_bytes(self.rel(TEACHER_STATE), training_state_bytes(state))
 
     # -- one round: tune → train → evaluate ------------------------------------------------------
     def job(

@@ -97,6 +97,15 @@ class Storage:
             raise StorageError(f"cannot write {self.uri(rel)}: {exc}") from exc
         return self.uri(rel)
 
+    def delete(self, rel: str) -> None:
+        """Remove the object; one that does not exist is not an error."""
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.uri(rel)}: {exc}") from exc
+
     def read_bytes(self, rel: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
         try:

@@ -7,6 +7,7 @@ reader never sees a half-written checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -86,3 +87,17 @@ def load_unet(uri: str) -> tuple[UNet, dict[str, Any]]:
     except RuntimeError as exc:
         raise CheckpointError(f"{uri!r}: weights do not fit its U-Net config: {exc}") from exc
     return net.eval(), config
+
+
+def training_state_bytes(state: dict[str, Any]) -> bytes:
+    """A training state (weights, optimizer, counters, random state) as bytes, to resume from."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def training_state(raw: bytes) -> dict[str, Any]:
+    """The state of `training_state_bytes`, on the CPU: `load_state_dict` moves weights and
+    optimizer state to the network's device, and a CUDA generator takes a CPU state."""
+    state: dict[str, Any] = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    return state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from workers.parameterization import ModelOutput, Weighting
@@ -23,6 +24,11 @@ class TeacherTrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 50
+
+    @property
+    def save_every(self) -> int:
+        """Save the training state (to resume from) every 10% of the updates, at a log point."""
+        return math.ceil(self.updates / 10 / self.log_every) * self.log_every
 
 
 @dataclass(frozen=True)

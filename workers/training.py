@@ -109,21 +109,29 @@ def run_updates(
     what: str,
     on_progress: ProgressFn | None = None,
     after_step: Callable[[], None] | None = None,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[Updater], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> LoopResult:
-    """Run `updates` Adam steps of `loss_fn(update_index)` (a scalar) on `model`, in one go.
+    """Run `updates` Adam steps of `loss_fn(update_index)` (a scalar) on `model`.
 
     A non-finite loss raises DivergedError at the next log point (`log_every`), naming the
-    update where it appeared; the model keeps the weights from before it.
+    update where it appeared; the model keeps the weights from before it. `on_checkpoint`
+    gets the Updater at every log point that is a multiple of `checkpoint_every` (but not the
+    last: the caller keeps the result), after the divergence check, so a saved state is
+    finite; `resume` (an `Updater.state_dict()`) continues from such a state.
     """
     updater = Updater(
         model, lr=lr, lr_scale=lr_scale, grad_clip=grad_clip, what=what, after_step=after_step
     )
+    if resume is not None:
+        updater.load_state_dict(resume)
     model.train()
     losses: list[tuple[int, float]] = []
     window: list[Tensor] = []
     start = time.perf_counter()
     last = float("nan")
-    for i in range(updates):
+    for i in range(updater.done, updates):
         loss = loss_fn(i)
         updater.step(loss)
         window.append(loss.detach())
@@ -135,6 +143,9 @@ def run_updates(
             losses.append((i + 1, last))
             if on_progress is not None:
                 on_progress(i + 1, updates, last)
+            due = checkpoint_every > 0 and (i + 1) % checkpoint_every == 0
+            if on_checkpoint is not None and due and i + 1 < updates:
+                on_checkpoint(updater)
     return LoopResult(final_loss=last, seconds=time.perf_counter() - start, losses=losses)
 
 

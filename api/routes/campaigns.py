@@ -24,7 +24,7 @@ from api.schemas import (
 from api.services import Services
 from orchestrator.jobs import Demand
 from orchestrator.scheduler import cancel_campaign, resume_campaign
-from orchestrator.spec import SpecError, parse_spec, plan_rounds
+from orchestrator.spec import CampaignSpec, SpecError, parse_spec, plan_rounds
 from orchestrator.store import CampaignStatus, CampaignView, ConflictError, TeamView
 
 router = APIRouter(prefix="/v1", tags=["campaigns"])
@@ -72,8 +72,8 @@ def _load_body(raw: bytes, content_type: str) -> dict[str, Any]:
     return data
 
 
-def _validate(data: dict[str, Any], team: TeamView) -> tuple[dict[str, Any], int, Any]:
-    """(normalized spec, priority, plan); InputError naming each bad field."""
+def _validate(data: dict[str, Any], team: TeamView) -> tuple[dict[str, Any], int, CampaignSpec]:
+    """(normalized spec, priority, parsed spec); InputError naming each bad field."""
     errors: list[dict[str, Any]] = []
     fields = dict(data)
     priority = 0
@@ -112,7 +112,7 @@ def _validate(data: dict[str, Any], team: TeamView) -> tuple[dict[str, Any], int
             f"{team.name}'s GPU quota is {team.gpu_quota:g}; allowed: at most {team.gpu_quota:g}",
             normalized["resources"]["gpus_per_worker"],
         )
-    return normalized, priority, plan_rounds(spec)
+    return normalized, priority, spec
 
 
 def _team_for_submit(svc: Services, who: Caller, team: str | None) -> TeamView:
@@ -169,13 +169,16 @@ async def submit(
 
     def create() -> tuple[CampaignOut, bool]:
         owner = _team_for_submit(svc, who, team)
-        spec, priority, plan = _validate(data, owner)
+        spec, priority, parsed = _validate(data, owner)
         c, created = svc.store.create_campaign(
             team_id=owner.id,
             name=spec["name"],
             spec=spec,
             gpus=Demand.of(spec).gpus,
-            rounds=[(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan],
+            rounds=[
+                (p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan_rounds(parsed)
+            ],
+            teacher_updates=parsed.teacher.updates,
             priority=priority,
             idempotency_key=idempotency_key,
             actor=who.actor,

@@ -30,7 +30,16 @@ RoundPlanTuple = tuple[int, int, int, int]
 StatusFilter = CampaignStatus | str | Collection[CampaignStatus | str] | None
 # Fields that `transition` and `update_campaign` may set besides the status.
 CAMPAIGN_FIELDS = frozenset(
-    {"submission_id", "mlflow_run_id", "current_round", "best_fid", "priority"}
+    {
+        "submission_id",
+        "mlflow_run_id",
+        "current_round",
+        "best_fid",
+        "priority",
+        "teacher_updates_done",
+        "teacher_loss",
+        "teacher_finished_at",
+    }
 )
 _ROUND_ACTIVE = (RoundStatus.TUNING, RoundStatus.TRAINING, RoundStatus.EVALUATING)
 
@@ -48,13 +57,15 @@ class Campaigns(StoreBase):
         spec: dict[str, Any],
         gpus: float,
         rounds: Iterable[RoundPlanTuple],
+        teacher_updates: int = 0,
         priority: int = 0,
         idempotency_key: str | None = None,
         actor: str | None = None,
     ) -> tuple[CampaignView, bool]:
         """Queue a campaign with its planned rounds. With an `idempotency_key`, a second call for
         the same team returns the first campaign and `created=False` (also when the two calls
-        race: the unique (team_id, idempotency_key) constraint decides)."""
+        race: the unique (team_id, idempotency_key) constraint decides). `teacher_updates`: the
+        teacher's planned training updates, 0 when it is loaded from a checkpoint."""
         plans = [tuple(int(x) for x in r) for r in rounds]
         ks = [p[0] for p in plans]
         if len(set(ks)) != len(ks) or any(k < 1 for k in ks):
@@ -81,6 +92,7 @@ class Campaigns(StoreBase):
                     gpus=gpus,
                     idempotency_key=idempotency_key,
                     rounds_total=len(plans),
+                    teacher_updates=teacher_updates,
                     created_at=now,
                     updated_at=now,
                 )

@@ -51,6 +51,10 @@ class CampaignView:
     current_round: int | None
     rounds_total: int
     best_fid: float | None
+    teacher_updates: int
+    teacher_updates_done: int
+    teacher_loss: float | None
+    teacher_finished_at: datetime | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

@@ -158,6 +158,10 @@ def test_nodes_name_their_group_and_groups_add_up(grouped: dict[str, Any], tmp_p
     # the v2 SDK (without it, pending would stay None and the CPU in use read 0).
     status = httpx.get(f"{grouped['dashboard']}/api/cluster_status?format=0", timeout=10)
     assert (status.json()["data"]["clusterStatus"] is None) == (grouped["autoscaler"] == "v2")
+    # Admission reads only the totals: that starts no (v2) status read.
+    fresh = RayLink(settings_for(grouped, tmp_path))
+    assert fresh.totals() == (2.0, 1.0)
+    assert (fresh._v2._reading, fresh._v2._read_at < 0) == (False, True)
     info = settled(RayLink(settings_for(grouped, tmp_path)))
     assert {n.id: n.group for n in info.nodes} == grouped["groups"]
     assert [n.is_head for n in info.nodes if n.group == "head"] == [True]

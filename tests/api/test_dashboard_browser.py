@@ -248,6 +248,11 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     assert c["status"] == "succeeded", c["reason"]
     assert page.evaluate("() => window.notReloaded === true")
     expect(page.locator("#live-mode")).to_have_attribute("data-mode", "final")
+    t = c["teacher"]
+    loss = page.evaluate("(v) => String(Number(v.toPrecision(4)))", t["loss"])
+    expect(page.locator("#teacher")).to_have_text(
+        f"ready {t['updates']:,} / {t['updates']:,} updates · loss {loss}"
+    )
 
     (api_round,) = stack.get(f"/v1/campaigns/{stack.shown}/rounds")
     row = page.locator("#rounds tr[data-round='1']")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +326,46 @@ def test_events_stream_follows_changes_and_ends_when_final(
     last = events[-2][1]
     assert last["rounds"][0]["fid"] == 12.5 and last["campaign"]["progress"] == 1.0
     assert last["rounds"][0]["samples_url"] == f"/v1/campaigns/{cid}/rounds/1/samples.png"
+
+
+def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Settings) -> None:
+    vision = team(client, "vision")
+    c = submit(client, vision)  # TINY: a 30-update teacher, one round of 10 updates
+    assert c["teacher"] == {
+        "source": "train",
+        "status": "pending",
+        "updates": 30,
+        "updates_done": 0,
+        "loss": None,
+        "finished_at": None,
+    }
+    loaded = submit(client, vision, teacher={"checkpoint": "/models/teacher.safetensors"})
+    assert (loaded["teacher"]["source"], loaded["teacher"]["updates"]) == ("checkpoint", 0)
+
+    def get(cid: str) -> dict[str, Any]:
+        return dict(client.get(f"/v1/campaigns/{cid}", headers=vision).json())
+
+    with Store.from_url(settings.database_url) as store:
+        for cid in (c["id"], loaded["id"]):
+            store.transition(cid, CampaignStatus.STARTING, actor="test")
+            store.transition(cid, CampaignStatus.RUNNING, actor="test")
+        store.update_campaign(c["id"], teacher_updates_done=15, teacher_loss=0.5)
+        now = get(c["id"])
+        assert (now["teacher"]["status"], now["teacher"]["updates_done"]) == ("training", 15)
+        assert now["teacher"]["loss"] == 0.5
+        assert now["progress"] == 0.25  # half the teacher, no round: 0.5 of 2 parts
+        assert get(loaded["id"])["teacher"]["status"] == "loading"
+        assert get(loaded["id"])["progress"] == 0.0  # a loaded teacher weighs nothing
+
+        store.update_campaign(
+            c["id"], teacher_updates_done=30, teacher_finished_at=datetime.now(UTC)
+        )
+        store.update_round(c["id"], 1, status="training", updates_done=5)
+        now = get(c["id"])
+        assert now["teacher"]["status"] == "ready" and now["teacher"]["finished_at"]
+        assert now["progress"] == 0.725  # (1 + 0.9 × 5/10) / 2
+        store.transition(loaded["id"], CampaignStatus.FAILED, actor="test", reason="x")
+        assert get(loaded["id"])["teacher"]["status"] == "failed"
 
 
 def test_probes_and_metrics(client: TestClient) -> None:

@@ -100,6 +100,7 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     assert watched.returncode == 0, watched.stdout + watched.stderr + stack.logs()
     assert f"campaign {cid} succeeded" in watched.stdout
     assert "round 1 (2→1 steps): training" in watched.stdout
+    assert "teacher: ready, 30/30 updates" in watched.stdout
 
     c = stack.get(f"/v1/campaigns/{cid}")
     sid = f"pdistill-{cid}-a1"
@@ -110,6 +111,9 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
         sid,
     )
     assert c["started_at"] <= c["finished_at"] and c["mlflow_run_id"]
+    t = c["teacher"]
+    assert (t["source"], t["status"], t["updates"], t["updates_done"]) == ("train", "ready", 30, 30)
+    assert t["loss"] > 0 and c["started_at"] <= t["finished_at"] <= c["finished_at"]
     assert c["links"]["ray_dashboard"].endswith(f"/#/jobs/{sid}")
     (r,) = stack.get(f"/v1/campaigns/{cid}/rounds")
     assert (r["status"], r["updates_done"], r["teacher_steps"], r["student_steps"]) == (

@@ -127,3 +127,30 @@ def test_teacher_from_checkpoint_is_loaded_not_trained(tmp_path, finished, cache
     )
     with pytest.raises(RunError, match="teacher.safetensors.*predicts output 'x'.*'v'"):
         run_local(wrong, out=tmp_path / "w", cache_dir=cache_dir, progress=Quiet())
+
+
+def test_a_run_stopped_while_the_teacher_trains_resumes_it(tmp_path, finished, cache_dir):
+    out, _, _ = finished
+
+    class StopAtTheEnd(Quiet):  # stops at update 60, after the state saved at update 50
+        def task(self, description, total):
+            def on_progress(done, total_, loss):
+                if done == 60:
+                    raise KeyboardInterrupt
+
+            return on_progress
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(parse_spec(SPEC), out=tmp_path, cache_dir=cache_dir, progress=StopAtTheEnd())
+    assert (tmp_path / "teacher.training-state.pt").exists()
+    assert not (tmp_path / "teacher.safetensors").exists()
+
+    progress, updates = Quiet(), []
+    progress.task = lambda description, total: lambda done, total_, loss: updates.append(done)
+    run_local(parse_spec(SPEC), out=tmp_path, cache_dir=cache_dir, progress=progress)
+    assert any(n.startswith("teacher: resuming from") for n in progress.notes)
+    assert updates[0] == 60  # the teacher went on from update 50, not from 0
+    assert not (tmp_path / "teacher.training-state.pt").exists()
+    resumed = load_file(str(tmp_path / "teacher.safetensors"))
+    whole = load_file(str(out / "teacher.safetensors"))
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)  # as if it never stopped

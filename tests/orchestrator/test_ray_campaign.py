@@ -78,6 +78,9 @@ def test_mlflow_nests_campaign_rounds_trials(finished, settings):
         assert r.data.tags["pdistill.checkpoint"].startswith("s3://")
         assert "lr" in r.data.params
     assert all("val/distill_loss" in t.data.metrics for t in kinds["trial"])
+    # The teacher's training loss, on the campaign run: its first log point and its last.
+    teacher = client.get_metric_history(campaign_id, "teacher/loss")
+    assert sorted(m.step for m in teacher) == [50, 60] and all(m.value > 0 for m in teacher)
     top = {a.path for a in client.list_artifacts(campaign_id)}
     assert {"resolved-spec.json", "report.json"} <= top
     # MLflow on SQLite keeps its artifacts in the campaign storage: on S3 here.

@@ -11,7 +11,7 @@ import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,11 +114,45 @@ def test_migrate_builds_the_schema_of_the_models(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
             # SQLite does not reflect an index's DESC; PostgreSQL does, so both are covered.
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
+
+
+def test_migration_0002_keeps_existing_campaigns(db_url: str) -> None:
+    # A store made before the teacher's progress columns: its campaigns read back with a
+    # teacher of 0 updates, and the new fields are writable.
+    from alembic import command
+
+    from orchestrator.store.engine import make_engine
+    from orchestrator.store.migrate import alembic_config
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+            conn.execute(
+                text("INSERT INTO teams (id, name, gpu_quota, created_at) VALUES (1, 'a', 1, :t)"),
+                {"t": "2026-11-26 00:00:00+00:00"},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO campaigns (id, team_id, name, spec, status, priority, gpus, "
+                    "rounds_total, created_at, updated_at) VALUES ('c-old', 1, 'old', '{}', "
+                    "'running', 0, 0, 1, :t, :t)"
+                ),
+                {"t": "2026-11-26 00:00:00+00:00"},
+            )
+    finally:
+        engine.dispose()
+    with Store.from_url(db_url) as store:  # migrates to head
+        old = store.get_campaign("c-old", team_id=None)
+        assert old is not None and old.status is S.RUNNING
+        assert (old.teacher_updates, old.teacher_updates_done, old.teacher_loss) == (0, 0, None)
+        got = store.update_campaign("c-old", teacher_updates_done=5, teacher_loss=0.25)
+        assert (got.teacher_updates_done, got.teacher_loss) == (5, 0.25)
 
 
 def test_sqlite_runs_in_wal_mode_and_refuses_memory(tmp_path: Path) -> None:
@@ -255,6 +289,18 @@ def test_campaign_fields_round_trip(store: Store) -> None:
     rounds = store.rounds(campaign.id)
     assert [(r.k, r.teacher_steps, r.student_steps, r.updates) for r in rounds] == ROUNDS
     assert {r.status for r in rounds} == {RoundStatus.PENDING}
+
+    assert (got.teacher_updates, got.teacher_updates_done) == (0, 0)
+    assert (got.teacher_loss, got.teacher_finished_at) == (None, None)
+    trained, _ = store.create_campaign(
+        team_id=team.id, name="t", spec={}, gpus=0, rounds=ROUNDS, teacher_updates=300
+    )
+    ready = datetime.now(UTC)
+    teacher = store.update_campaign(
+        trained.id, teacher_updates_done=300, teacher_loss=0.5, teacher_finished_at=ready
+    )
+    assert (teacher.teacher_updates, teacher.teacher_updates_done) == (300, 300)
+    assert (teacher.teacher_loss, teacher.teacher_finished_at) == (0.5, ready)
 
     updated = store.update_campaign(campaign.id, current_round=2, best_fid=12.5, submission_id="j")
     assert (updated.current_round, updated.best_fid, updated.submission_id) == (2, 12.5, "j")

@@ -77,7 +77,9 @@ export function safeHref(url) {
 export const CAMPAIGN_STATUSES = [
   'queued', 'starting', 'running', 'cancelling', 'succeeded', 'failed', 'cancelled',
 ];
-const KNOWN = new Set([...CAMPAIGN_STATUSES, 'pending', 'tuning', 'training', 'evaluating', 'stopped']);
+const KNOWN = new Set([
+  ...CAMPAIGN_STATUSES, 'pending', 'tuning', 'training', 'evaluating', 'stopped', 'loading', 'ready',
+]);
 
 export function badge(status) {
   const cls = KNOWN.has(status) ? `status-${status}` : 'status-unknown';

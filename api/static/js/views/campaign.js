@@ -4,7 +4,7 @@
 
 import { imageUrl, isAbort, request } from '../api.js';
 import {
-  announce, badge, fill, fmtFid, h, keepFocus, progressEl, safeHref, timeEl,
+  announce, badge, fill, fmtCount, fmtFid, fmtNum, h, keepFocus, progressEl, safeHref, timeEl,
 } from '../dom.js';
 import { POLL_MS, follow } from '../live.js';
 import {
@@ -26,6 +26,19 @@ const MODES = {
 
 function fact(term, ...value) {
   return h('div', {}, h('dt', {}, term), h('dd', {}, ...value));
+}
+
+// The teacher stage: its status, and while it trains its updates, a bar and the latest loss.
+function teacherFact(t) {
+  const parts = [badge(t.status)];
+  if (t.source === 'checkpoint') {
+    parts.push(' loaded from a checkpoint');
+  } else {
+    parts.push(` ${fmtCount(t.updates_done)} / ${fmtCount(t.updates)} updates`);
+    if (t.status === 'training') parts.push(' ', progressEl(t.updates_done / t.updates, 'Teacher training'));
+    if (Number.isFinite(t.loss)) parts.push(` · loss ${fmtNum(t.loss)}`);
+  }
+  return fact('Teacher', h('span', { id: 'teacher' }, ...parts));
 }
 
 export function campaignView(main, ctx) {
@@ -103,6 +116,7 @@ export function campaignView(main, ctx) {
     if (ray) links.push(h('a', { href: ray, target: '_blank', rel: 'noopener noreferrer', id: 'ray-link' }, 'Ray job'));
     keepFocus(facts, () => fill(facts,
       fact('Team', c.team),
+      teacherFact(c.teacher),
       fact('Round', `${c.current_round ?? 0} of ${c.rounds_total}`),
       fact('Progress', progressEl(c.progress, 'Campaign progress')),
       fact('Best FID', fmtFid(c.best_fid)),

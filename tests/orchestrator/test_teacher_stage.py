@@ -1,0 +1,69 @@
+"""The campaign's teacher stage, killed while it trains, continues from its saved state when it
+runs again (local storage, MLflow on SQLite, a real process killed with SIGKILL)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from orchestrator.settings import Settings
+from orchestrator.spec import parse_spec
+from orchestrator.stages import TEACHER_LOSS, TEACHER_STATE, Campaign
+
+SPEC = {
+    "name": "teacher-kill",
+    "dataset": "builtin:digits",
+    "model": {"preset": "digits-small"},
+    "teacher": {"train": {"updates": 1000, "batch_size": 16, "warmup_updates": 5}},
+    "steps": {"start": 2, "target": 1},
+}
+# A process that runs only the teacher stage of SPEC, with the settings from PDISTILL_*.
+STAGE = (
+    "import json, sys; from orchestrator.settings import Settings; "
+    "from orchestrator.spec import parse_spec; from orchestrator.stages import Campaign; "
+    "Campaign(parse_spec(json.loads(sys.argv[1])), Settings()).teacher()"
+)
+
+
+def test_a_killed_teacher_stage_resumes_from_its_saved_state(tmp_path: Path, cache_dir) -> None:
+    settings = Settings(
+        storage_uri=str(tmp_path / "store"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cache_dir=cache_dir,
+    )
+    env = {
+        **os.environ,
+        "PDISTILL_STORAGE_URI": settings.storage_uri,
+        "PDISTILL_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PDISTILL_CACHE_DIR": str(cache_dir),
+    }
+    state = tmp_path / "store" / "campaigns" / "teacher-kill" / TEACHER_STATE
+    proc = subprocess.Popen([sys.executable, "-c", STAGE, json.dumps(SPEC)], env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not state.exists():  # saved every 100 updates (10%)
+            assert proc.poll() is None, "the stage ended before it saved its state"
+            assert time.monotonic() < deadline, "no training state saved in 300 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+    c = Campaign(parse_spec(SPEC), settings)
+    assert c.record("teacher") is None  # killed: the stage did not finish
+    record = c.teacher()
+    assert Path(record["uri"]).is_file() and not state.exists()
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = c.tracker().find("campaign/teacher-kill")
+    history = sorted(client.get_metric_history(run, TEACHER_LOSS), key=lambda m: m.timestamp)
+    steps = [m.step for m in history]
+    # Every attempt logs its first log point. A start from scratch would log update 50 again;
+    # the second attempt went on from a saved update (100 or later) to the end.
+    assert steps.count(50) == 1 and steps[-1] == 1000 and steps == sorted(steps), steps
