@@ -64,8 +64,6 @@ def run_api(
 
     from api.app import create_app
 
-    if settings.admin_token is None:
-        err.print("no PDISTILL_ADMIN_TOKEN: only team tokens are accepted", highlight=False)
     app = create_app(settings)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again under the
     # handler that was there before it: make that handler an exit, so the callers' `finally`
@@ -82,6 +80,8 @@ def serve(
     """Run the control plane: HTTP API, reconciler, and (when PDISTILL_RAY_ADDRESS is unset) a
     local Ray head in its own process, which outlives a crash of this one."""
     with control_plane_settings() as settings:
+        if settings.admin_token is None:  # (the demo needs none: it prints its team's token)
+            err.print("no PDISTILL_ADMIN_TOKEN: only team tokens are accepted", highlight=False)
         run_api(settings, host=host or settings.api_host, port=port or settings.api_port)
 
 

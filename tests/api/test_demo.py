@@ -212,6 +212,8 @@ def test_demo_runs_the_campaign_and_serves_the_dashboard(
     )
     assert f"token: {token}" in first.output()
     assert f"campaign {cid} succeeded" in first.output()
+    assert "teacher: ready" in first.output()  # the teacher's progress is followed too
+    assert "PDISTILL_ADMIN_TOKEN" not in first.output()  # no admin token is needed here
     assert _stop(first, head, state) == 0, first.context()
 
     # Again: a new head, the same token, the same campaign shown (not a second one).
