@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -112,6 +113,11 @@ def start(
     port, dashboard = _free_port(), _free_port()
     token = secrets.token_urlsafe(32)
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Its own temp dir (sessions, logs, sockets): Ray's job supervisor gives each job's driver
+    # the RAY_ADDRESS of the *newest* cluster in its temp dir (`ray_current_cluster`), so in the
+    # shared /tmp/ray a job of this head would connect to any Ray started later on the machine
+    # (seen: "InvalidAuthToken" from the other cluster). Short, for Ray's socket paths.
+    temp_dir = tempfile.mkdtemp(prefix="pdistill-ray-")
     log = log_dir / f"ray-head-{port}.log"
     ray = Path(sys.executable).parent / "ray"
     cmd = [
@@ -130,6 +136,7 @@ def start(
         f"--dashboard-agent-grpc-port={_free_port()}",
         f"--runtime-env-agent-port={_free_port()}",
         f"--metrics-export-port={_free_port()}",
+        f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
     full_env = {

@@ -192,3 +192,32 @@ def _processes_with(marks: tuple[str, ...]) -> list[int]:
         if any(m in argv for m in marks) and not _gone(int(d.name)):
             found.append(int(d.name))
     return found
+
+
+def test_a_job_connects_to_its_own_head_when_another_ray_started_later(tmp_path: Path) -> None:
+    """Ray's job supervisor gives a job's driver the address of the newest cluster in the head's
+    temp dir: each embedded head has its own, so a campaign driver never reaches another Ray on
+    the machine (it did, and failed on that cluster's auth token)."""
+    older = ray_head.start(num_cpus=1, log_dir=tmp_path / "older")
+    try:
+        newer = ray_head.start(num_cpus=1, log_dir=tmp_path / "newer")
+        try:
+            url, auth = older.dashboard_url, {"Authorization": f"Bearer {older.token}"}
+            show = "import os; print('RAY_ADDRESS=' + os.environ['RAY_ADDRESS'])"
+            job = {"entrypoint": f'python -c "{show}"', "submission_id": "where"}
+            r = httpx.post(f"{url}/api/jobs/", json=job, headers=auth, timeout=30)
+            assert r.status_code == 200, r.text
+            wait_for(
+                "the job to end",
+                lambda: httpx.get(f"{url}/api/jobs/where", headers=auth, timeout=10).json(),
+                lambda job: job["status"] in ("SUCCEEDED", "FAILED"),
+                timeout=120,
+            )
+            logs = httpx.get(f"{url}/api/jobs/where/logs", headers=auth, timeout=10).json()
+            (line,) = [x for x in logs["logs"].splitlines() if x.startswith("RAY_ADDRESS=")]
+            ports = {h.address.rsplit(":", 1)[1] for h in (older, newer)}
+            assert len(ports) == 2 and line.rsplit(":", 1)[1] == older.address.rsplit(":", 1)[1]
+        finally:
+            ray_head.stop(newer)
+    finally:
+        ray_head.stop(older)
