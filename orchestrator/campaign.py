@@ -42,6 +42,9 @@ def _gate(campaign: Campaign, previous: list[dict[str, Any]]) -> None:
 
 
 def teacher_stage(c: Campaign) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(c.threads)  # the task holds one Train worker's CPUs
     return c.teacher()
 
 
@@ -124,7 +127,10 @@ def submit(c: Campaign, *, eval_gpus: float = 0.0) -> Any:
     stage = ray.remote(max_retries=0)
     control = {"num_cpus": 0}  # drivers of Train/Tune jobs: the workers hold the resources
     compute = {"num_cpus": 1, "num_gpus": eval_gpus}
-    teacher = stage(teacher_stage).options(**compute, name="teacher").remote(c)
+    # The teacher trains alone, before any round: on one Train worker's CPUs (on CPU clusters
+    # the rounds' CPUs would idle meanwhile), and the GPU an evaluation would take.
+    teach = {**compute, "num_cpus": c.spec.resources.cpus_per_worker}
+    teacher = stage(teacher_stage).options(**teach, name="teacher").remote(c)
     teacher_eval = (
         stage(teacher_eval_stage).options(**compute, name="teacher-eval").remote(c, teacher)
     )

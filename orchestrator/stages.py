@@ -72,6 +72,11 @@ class Campaign:
         # The teacher's U-Net; its data shape comes from the dataset, read once here.
         self.unet = unet_config(spec, load_dataset(spec.dataset))
 
+    @property
+    def threads(self) -> int:
+        """Torch threads of a Train worker (and of the teacher stage): one per CPU it holds."""
+        return max(1, int(self.spec.resources.cpus_per_worker))
+
     # -- records -------------------------------------------------------------------------------
     def rel(self, name: str) -> str:
         return f"{self.prefix}/{name}"
@@ -206,7 +211,7 @@ class Campaign:
             grad_clip=d.grad_clip,
             seed=self.spec.seed + plan.round,
             report_every=min(d.checkpoint_every, stop_at),
-            threads=max(1, int(self.spec.resources.cpus_per_worker)),  # one per CPU it holds
+            threads=self.threads,
             fast_path=self.spec.resources.fast_path,
             init_checkpoint=init_checkpoint,
             storage_uri=self.storage.root_uri,
