@@ -175,7 +175,8 @@ class LocalRun:
             # Saved every 10% of the updates: a run stopped while the teacher trains goes on
             # from there when started again.
             state = self.out / TEACHER_STATE
-            if state.exists():
+            resume = training_state(state.read_bytes()) if state.exists() else None
+            if resume is not None:
                 self.progress.note(f"teacher: resuming from {state}")
             try:
                 net, result = train_teacher(
@@ -185,7 +186,7 @@ class LocalRun:
                     config=cfg,
                     on_progress=on_progress,
                     accel=self.accel,
-                    resume=training_state(state.read_bytes()) if state.exists() else None,
+                    resume=resume,
                     save=lambda s: write_atomic(state, training_state_bytes(s)),
                 )
             except DivergedError as exc:

@@ -34,7 +34,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from orchestrator.jobs import ClusterInfo
 from orchestrator.ray_link import RayLink, gcs_address
+from orchestrator.scheduler import Reconciler
 from orchestrator.settings import Settings
+from orchestrator.store import Store
 
 CLUSTER = """
 import json, os, sys
@@ -158,10 +160,6 @@ def test_nodes_name_their_group_and_groups_add_up(grouped: dict[str, Any], tmp_p
     # the v2 SDK (without it, pending would stay None and the CPU in use read 0).
     status = httpx.get(f"{grouped['dashboard']}/api/cluster_status?format=0", timeout=10)
     assert (status.json()["data"]["clusterStatus"] is None) == (grouped["autoscaler"] == "v2")
-    # Admission reads only the totals: that starts no (v2) status read.
-    fresh = RayLink(settings_for(grouped, tmp_path))
-    assert fresh.totals() == (2.0, 1.0)
-    assert (fresh._v2._reading, fresh._v2._read_at < 0) == (False, True)
     info = settled(RayLink(settings_for(grouped, tmp_path)))
     assert {n.id: n.group for n in info.nodes} == grouped["groups"]
     assert [n.is_head for n in info.nodes if n.group == "head"] == [True]
@@ -228,6 +226,29 @@ def test_an_unreadable_v2_status_leaves_pending_unknown(
         r = client.get("/v1/cluster", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200, r.text
     assert r.json()["pending"] is None
+
+
+@pytest.mark.parametrize("grouped", ["v2"], indirect=True)
+def test_admitting_a_waiting_campaign_starts_no_v2_status_read(
+    grouped: dict[str, Any], tmp_path: Path
+) -> None:
+    """Admission needs the cluster's totals only (the state API): a queue that waits must not
+    start a status process every tick (each v2 report is one; `cluster()` would start it)."""
+    settings = settings_for(grouped, tmp_path)
+    link = RayLink(settings)
+    with Store.from_url(settings.database_url) as store:
+        team = store.create_team("vision", gpu_quota=8)
+        spec = {"name": "big", "resources": {"workers": 4, "gpus_per_worker": 1}}
+        c, _ = store.create_campaign(
+            team_id=team.id, name="big", spec=spec, gpus=4.0, rounds=[(1, 2, 1, 10)]
+        )
+        waiting = Reconciler(store, settings, link).admit()
+        assert [w.id for w in waiting] == [c.id]
+        reason = store.get_campaign(c.id, team_id=None).reason  # type: ignore[union-attr]
+    assert reason == (
+        "waiting for cluster capacity: needs 4 CPUs and 4 GPUs, 2 CPUs and 1 GPUs are free"
+    )
+    assert (link._v2._reading, link._v2._read_at < 0) == (False, True)  # never asked
 
 
 def test_gcs_address_of_a_ray_client_address_is_6379_on_its_host() -> None:
