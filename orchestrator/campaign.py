@@ -160,19 +160,40 @@ def submit(c: Campaign, *, eval_gpus: float = 0.0) -> Any:
     )
 
 
+class Snapshot:
+    """What one poll reads of a campaign: each stage record (storage) and each loss history
+    (MLflow) at most once, however many readers ask (the status line, the store's copy)."""
+
+    def __init__(self, campaign: Campaign, tracker: Tracker) -> None:
+        self.campaign, self.tracker = campaign, tracker
+        self._records: dict[str, dict[str, Any] | None] = {}
+        self._histories: dict[tuple[str, str], list[Metric]] = {}
+
+    def record(self, stage: str) -> dict[str, Any] | None:
+        if stage not in self._records:
+            self._records[stage] = self.campaign.record(stage)
+        return self._records[stage]
+
+    def history(self, key: str, metric: str) -> list[Metric]:
+        """The metric's history in the run tagged `key` (empty while there is no such run)."""
+        if (key, metric) not in self._histories:
+            self._histories[key, metric] = self.tracker.history(key, metric)
+        return self._histories[key, metric]
+
+
 def run_campaign(
     spec: CampaignSpec,
     settings: Settings,
     *,
     on_status: Callable[[str], None] | None = None,
-    on_poll: Callable[[Campaign, Tracker], None] | None = None,
+    on_poll: Callable[[Snapshot], None] | None = None,
     poll_s: float = 2.0,
 ) -> dict[str, Any]:
     """Run (or resume) `spec` on the connected Ray cluster; returns the report.
 
     Every `poll_s` seconds `on_status` gets a one-line summary when it changed and `on_poll` is
-    called with the campaign (its stage records) and the MLflow tracker, e.g. to copy progress
-    into the control plane's store."""
+    called with a `Snapshot` of the campaign (its stage records, its losses in MLflow), e.g. to
+    copy progress into the control plane's store."""
     import ray
 
     c = Campaign(spec, settings)
@@ -190,9 +211,10 @@ def run_campaign(
     try:
         while True:
             ready, _ = ray.wait([final], timeout=poll_s)
-            status = describe(c, tracker)
+            snap = Snapshot(c, tracker)
+            status = describe(snap)
             if on_poll is not None:
-                on_poll(c, tracker)
+                on_poll(snap)
             if on_status is not None and status != last:
                 on_status(status)
                 last = status
@@ -211,26 +233,23 @@ def write_status(c: Campaign, state: str, *, reason: str | None = None) -> None:
     c.storage.write_bytes(c.rel("status.json"), json.dumps(data).encode())
 
 
-def describe(c: Campaign, tracker: Tracker | None = None) -> str:
+def describe(snap: Snapshot) -> str:
     """A one-line progress summary from the stage records in storage and, while the teacher or
     a round trains, its latest logged update and loss in MLflow (with an ETA from their rate)."""
-    done = [p for p in c.plan if c.record(f"round-{p.round}-train") is not None]
-    if c.record("teacher") is None:
+    c = snap.campaign
+    if snap.record("teacher") is None:
         if c.spec.teacher.checkpoint:
             return "teacher: loading"
-        if tracker is None:
-            return "teacher: training"
-        history = tracker.history(f"campaign/{c.spec.name}", TEACHER_LOSS)
+        history = snap.history(f"campaign/{c.spec.name}", TEACHER_LOSS)
         return f"teacher: training, {latest(history, c.spec.teacher.updates)}"
+    done = [p for p in c.plan if snap.record(f"round-{p.round}-train") is not None]
     if len(done) == len(c.plan):
         return f"all {len(c.plan)} rounds trained; evaluating and reporting"
     p = c.plan[len(done)]
     head = f"round {p.round}/{len(c.plan)} ({p.teacher_steps}→{p.student_steps} steps)"
-    if c.record(f"round-{p.round}-tune") is None:
+    if snap.record(f"round-{p.round}-tune") is None:
         return f"{head}: tuning LR"
-    if tracker is None:
-        return f"{head}: training"
-    history = tracker.history(f"campaign/{c.spec.name}/round-{p.round}", "train/loss")
+    history = snap.history(f"campaign/{c.spec.name}/round-{p.round}", "train/loss")
     return f"{head}: training, {latest(history, p.updates)}"
 
 

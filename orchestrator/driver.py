@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from orchestrator.campaign import current_attempt, run_campaign
+from orchestrator.campaign import Snapshot, current_attempt, run_campaign
 from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, parse_spec, plan_rounds
@@ -59,8 +59,7 @@ class ProgressWriter:
         self.rounds: dict[int, dict[str, Any]] = {}
         self.trials_done: set[int] = set()
         self.campaign: dict[str, Any] = {}
-        self.run_ids: dict[str, str] = {}
-        self.last: tuple[Any, Any] | None = None
+        self.last: Snapshot | None = None
         self.teacher: dict[str, Any] = {}
 
     def check(self) -> CampaignView:
@@ -70,45 +69,39 @@ class ProgressWriter:
             raise FencedError(f"campaign {self.campaign_id} is {where}; driver {self.sid} stops")
         return c
 
-    def poll(self, c: Any, tracker: Any) -> None:
-        """`run_campaign`'s on_poll hook: `c` is the stages.Campaign, `tracker` its Tracker."""
+    def poll(self, snap: Snapshot) -> None:
+        """`run_campaign`'s on_poll hook."""
         stored = self.check()
-        self.last = (c, tracker)
-        self.teacher = self._teacher(c, tracker, stored)
-        ready = c.record("teacher") is not None
+        self.last = snap
+        self.teacher = self._teacher(snap, stored)
+        ready = snap.record("teacher") is not None
         for p in self.plan:
             done = self.rounds.get(p.round, {}).get("status") is RoundStatus.SUCCEEDED
             if done:
                 ready = True
                 continue
-            tune = c.record(f"round-{p.round}-tune")
-            train = c.record(f"round-{p.round}-train")
-            ev = c.record(f"round-{p.round}-eval")
-            fields = self._round(c, tracker, p, ready, tune, train, ev)
+            tune = snap.record(f"round-{p.round}-tune")
+            train = snap.record(f"round-{p.round}-train")
+            ev = snap.record(f"round-{p.round}-eval")
+            fields = self._round(snap, p, ready, tune, train, ev)
             ready = train is not None
             if fields != self.rounds.get(p.round):
                 self.store.update_round(self.campaign_id, p.round, **fields)
                 self.rounds[p.round] = fields
             if tune and tune.get("trials") and p.round not in self.trials_done:
                 self._trials(p, tune["trials"])
-        self._campaign(c, tracker)
-
-    def _run_id(self, tracker: Any, key: str) -> str | None:
-        if key not in self.run_ids and (found := tracker.find(key)) is not None:
-            self.run_ids[key] = found
-        return self.run_ids.get(key)
+        self._campaign(snap)
 
     def _round(
         self,
-        c: Any,
-        tracker: Any,
+        snap: Snapshot,
         p: RoundPlan,
         ready: bool,
         tune: dict[str, Any] | None,
         train: dict[str, Any] | None,
         ev: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        key = f"campaign/{c.spec.name}/round-{p.round}"
+        key = f"campaign/{self.spec.name}/round-{p.round}"
         if ev is not None:
             status = RoundStatus.SUCCEEDED
         elif train is not None:
@@ -122,10 +115,11 @@ class ProgressWriter:
         updates_done, loss = 0, None
         if train is not None:
             updates_done, loss = p.updates, _finite(train.get("final_loss"))
-        elif status is RoundStatus.TRAINING:
-            history = tracker.history(key, "train/loss")
-            if history:
-                updates_done, loss = int(history[-1].step), _finite(history[-1].value)
+        elif status is RoundStatus.TRAINING and (
+            # MLflow returns a history in no set order; a restarted round logs its steps again.
+            points := current_attempt(snap.history(key, "train/loss"))
+        ):
+            updates_done, loss = int(points[-1].step), _finite(points[-1].value)
         tune, train, ev = tune or {}, train or {}, ev or {}
         return {
             "status": status,
@@ -141,7 +135,7 @@ class ProgressWriter:
                 tune.get("gpu_seconds"), train.get("gpu_seconds"), ev.get("gpu_seconds")
             ),
             "mlflow_run_id": train.get("run_id")
-            or (self._run_id(tracker, key) if status is not RoundStatus.PENDING else None),
+            or (snap.tracker.find(key) if status is not RoundStatus.PENDING else None),
         }
 
     def _trials(self, p: RoundPlan, trials: list[dict[str, Any]]) -> None:
@@ -157,31 +151,33 @@ class ProgressWriter:
             )
         self.trials_done.add(p.round)
 
-    def _teacher(self, c: Any, tracker: Any, stored: CampaignView) -> dict[str, Any]:
+    def _teacher(self, snap: Snapshot, stored: CampaignView) -> dict[str, Any]:
         """The teacher's fields: from its stage record once it is ready (the time it was first
-        seen ready is kept across drivers), else from its loss logged in MLflow."""
+        seen ready is kept across drivers), else from its loss logged in MLflow. The planned
+        updates too: a campaign made before the store had them (migration 0002) reads 0."""
         planned = self.spec.teacher.updates
-        record = c.record("teacher")
+        record = snap.record("teacher")
         if record is not None:
             return {
+                "teacher_updates": planned,
                 "teacher_updates_done": planned,
                 "teacher_loss": _finite(record.get("final_loss")),
                 "teacher_finished_at": stored.teacher_finished_at or utcnow(),
             }
-        fields: dict[str, Any] = {"teacher_finished_at": None}
-        points = current_attempt(tracker.history(f"campaign/{c.spec.name}", TEACHER_LOSS))
+        fields: dict[str, Any] = {"teacher_updates": planned, "teacher_finished_at": None}
+        points = current_attempt(snap.history(f"campaign/{self.spec.name}", TEACHER_LOSS))
         if points:
             fields["teacher_updates_done"] = min(int(points[-1].step), planned)
             fields["teacher_loss"] = _finite(points[-1].value)
         return fields
 
-    def _campaign(self, c: Any, tracker: Any) -> None:
+    def _campaign(self, snap: Snapshot) -> None:
         started = [k for k, r in self.rounds.items() if r["status"] is not RoundStatus.PENDING]
         fids = [r["fid"] for r in self.rounds.values() if r["fid"] is not None]
         fields = {
             "current_round": max(started) if started else None,
             "best_fid": min(fids) if fids else None,
-            "mlflow_run_id": self._run_id(tracker, f"campaign/{c.spec.name}"),
+            "mlflow_run_id": snap.tracker.find(f"campaign/{self.spec.name}"),
             **self.teacher,
         }
         if fields != self.campaign:
@@ -244,7 +240,7 @@ def drive(store: Store, settings: Settings, campaign_id: str, sid: str) -> int:
         finish(CampaignStatus.FAILED, reason)
         return 0
     if writer.last is not None:  # every record exists now: the rounds' final figures
-        writer.poll(*writer.last)
+        writer.poll(Snapshot(writer.last.campaign, writer.last.tracker))
     finish(CampaignStatus.SUCCEEDED)
     return 0
 

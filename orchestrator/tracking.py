@@ -101,6 +101,7 @@ class Tracker:
                 "(MLflow 3's file store is not supported)"
             )
         self.uri = tracking_uri
+        self._ids: dict[str, str] = {}  # pdistill.key → run id, once found (a key's run stays)
         with _first_use_lock(tracking_uri):  # the client opens (and may create) the DB
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
             exp = self.client.get_experiment_by_name(EXPERIMENT)
@@ -124,9 +125,9 @@ class Tracker:
         all_tags = {"pdistill.key": key, **{f"pdistill.{k}": v for k, v in tags.items()}}
         if parent is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent
-        return str(
-            self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
-        )
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        self._ids[key] = str(run.info.run_id)
+        return self._ids[key]
 
     def history(self, key: str, metric: str) -> list[Metric]:
         """The metric's history in the run tagged `pdistill.key = key` (empty if none yet)."""
@@ -135,10 +136,14 @@ class Tracker:
 
     def find(self, key: str) -> str | None:
         """The id of the run tagged `pdistill.key = key`, or None."""
-        found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`pdistill.key` = '{key}'", max_results=1
-        )
-        return str(found[0].info.run_id) if found else None
+        if key not in self._ids:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`pdistill.key` = '{key}'", max_results=1
+            )
+            if not found:
+                return None
+            self._ids[key] = str(found[0].info.run_id)
+        return self._ids[key]
 
     def params(self, run_id: str, params: dict[str, Any]) -> None:
         existing = self.client.get_run(run_id).data.params

@@ -60,6 +60,7 @@ class Updater:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_scale)
         self.grad_clip, self.what, self.after_step = grad_clip, what, after_step
         self.done = 0  # updates applied so far
+        self.seconds = 0.0  # time the loop spent on them, across resumes (the loop keeps it)
         device = self.params[0].device
         # 1-based update of the first non-finite loss or gradient (0: none yet), and that loss.
         self._bad_update = torch.zeros((), dtype=torch.int64, device=device)
@@ -89,12 +90,18 @@ class Updater:
         return DivergedError(what=self.what, update=update, loss=float(self._bad_loss))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "done": self.done}
+        return {
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "done": self.done,
+            "seconds": self.seconds,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.done = int(state["done"])
+        self.seconds = float(state.get("seconds", 0.0))
 
 
 def run_updates(
@@ -119,7 +126,8 @@ def run_updates(
     update where it appeared; the model keeps the weights from before it. `on_checkpoint`
     gets the Updater at every log point that is a multiple of `checkpoint_every` (but not the
     last: the caller keeps the result), after the divergence check, so a saved state is
-    finite; `resume` (an `Updater.state_dict()`) continues from such a state.
+    finite; `resume` (an `Updater.state_dict()`) continues from such a state, and the result's
+    `seconds` then include the time the run had spent before it was saved.
     """
     updater = Updater(
         model, lr=lr, lr_scale=lr_scale, grad_clip=grad_clip, what=what, after_step=after_step
@@ -129,7 +137,7 @@ def run_updates(
     model.train()
     losses: list[tuple[int, float]] = []
     window: list[Tensor] = []
-    start = time.perf_counter()
+    start, before = time.perf_counter(), updater.seconds
     last = float("nan")
     for i in range(updater.done, updates):
         loss = loss_fn(i)
@@ -145,8 +153,10 @@ def run_updates(
                 on_progress(i + 1, updates, last)
             due = checkpoint_every > 0 and (i + 1) % checkpoint_every == 0
             if on_checkpoint is not None and due and i + 1 < updates:
+                updater.seconds = before + time.perf_counter() - start
                 on_checkpoint(updater)
-    return LoopResult(final_loss=last, seconds=time.perf_counter() - start, losses=losses)
+    updater.seconds = before + time.perf_counter() - start
+    return LoopResult(final_loss=last, seconds=updater.seconds, losses=losses)
 
 
 def sample_batch(data: Tensor, *, batch_size: int, generator: torch.Generator) -> Tensor:

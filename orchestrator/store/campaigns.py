@@ -36,6 +36,7 @@ CAMPAIGN_FIELDS = frozenset(
         "current_round",
         "best_fid",
         "priority",
+        "teacher_updates",
         "teacher_updates_done",
         "teacher_loss",
         "teacher_finished_at",

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from orchestrator.settings import Settings
 from orchestrator.spec import parse_spec
 from orchestrator.stages import TEACHER_LOSS, TEACHER_STATE, Campaign
+from workers.checkpoint import training_state, training_state_bytes
 
 SPEC = {
     "name": "teacher-kill",
@@ -55,10 +56,17 @@ def test_a_killed_teacher_stage_resumes_from_its_saved_state(tmp_path: Path, cac
         proc.kill()
         proc.wait()
 
+    # As if the updates before the kill had taken 1000 s: the teacher's seconds include them.
+    saved = training_state(state.read_bytes())
+    assert saved["updater"]["seconds"] > 0
+    saved["updater"]["seconds"] = 1000.0
+    state.write_bytes(training_state_bytes(saved))
+
     c = Campaign(parse_spec(SPEC), settings)
     assert c.record("teacher") is None  # killed: the stage did not finish
     record = c.teacher()
     assert Path(record["uri"]).is_file() and not state.exists()
+    assert 1000.0 < record["train_seconds"] < 1000.0 + 600
 
     client = MlflowClient(settings.mlflow_tracking_uri)
     run = c.tracker().find("campaign/teacher-kill")

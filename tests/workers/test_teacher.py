@@ -41,10 +41,13 @@ def test_a_resumed_teacher_ends_where_an_uninterrupted_one_does() -> None:
         train_teacher(_net(), data=data, diffusion=DIFFUSION, config=CONFIG, save=save_then_crash)
     state = training_state(saved[-1])
     assert CONFIG.save_every == 2 and state["updater"]["done"] == 4
+    assert state["updater"]["seconds"] > 0  # the time spent on the first 4 updates
+    state["updater"]["seconds"] = 1000.0  # as if those had taken long: the result counts them
     resumed, result = train_teacher(
         _net(), data=data, diffusion=DIFFUSION, config=CONFIG, resume=state
     )
     assert [u for u, _ in result.losses] == [6, 8, 10, 12]  # only the updates after the save
+    assert 1000.0 < result.seconds < 1000.0 + 60
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     # The comparison above can fail: two fresh runs agree, a run of fewer updates does not.

@@ -1,0 +1,90 @@
+"""The driver's copy of a campaign's progress into the store, one poll at a time, without Ray:
+the stage records (local storage) and the losses (MLflow on SQLite) are written here as the
+stages write them, and the driver's `ProgressWriter` reads them as it does in a Ray Job."""
+
+import time
+from pathlib import Path
+
+from orchestrator.campaign import Snapshot, describe
+from orchestrator.driver import ProgressWriter
+from orchestrator.settings import Settings
+from orchestrator.spec import parse_spec, plan_rounds
+from orchestrator.stages import TEACHER_LOSS, Campaign
+from orchestrator.store import CampaignStatus, RoundStatus, Store
+
+SPEC = {
+    "name": "writer",
+    "dataset": "builtin:digits",
+    "model": {"preset": "digits-small"},
+    "teacher": {"train": {"updates": 300}},
+    "steps": {"start": 4, "target": 1},
+    "distill": {"updates": 40},
+}
+
+
+def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
+    tmp_path: Path, cache_dir
+) -> None:
+    settings = Settings(
+        storage_uri=str(tmp_path / "storage"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cache_dir=cache_dir,
+    )
+    spec = parse_spec(SPEC)
+    plan = plan_rounds(spec)
+    with Store.from_url(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        team = store.create_team("t", gpu_quota=0)
+        # No teacher_updates: how migration 0002 left a campaign that was training its teacher.
+        made, _ = store.create_campaign(
+            team_id=team.id,
+            name="writer",
+            spec=SPEC,
+            gpus=0,
+            rounds=[(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan],
+        )
+        assert made.teacher_updates == 0
+        store.transition(made.id, CampaignStatus.STARTING, actor="scheduler", submission_id="j")
+        store.transition(made.id, CampaignStatus.RUNNING, actor="driver")
+
+        c = Campaign(spec, settings)
+        tracker = c.tracker()
+        tracker.metrics(c.campaign_run(tracker), {TEACHER_LOSS: 0.5}, step=100)
+        reads: list[str] = []
+        real = tracker.client.get_metric_history
+
+        def counted(run_id: str, key: str):  # the real MLflow call, counted
+            reads.append(key)
+            return real(run_id, key)
+
+        tracker.client.get_metric_history = counted  # type: ignore[method-assign]
+        writer = ProgressWriter(store, made.id, "j", spec)
+
+        snap = Snapshot(c, tracker)
+        assert describe(snap) == "teacher: training, update 100/300, loss 0.5"
+        writer.poll(snap)
+        assert reads == [TEACHER_LOSS]  # the status line and the store's copy share one read
+        got = store.get_campaign(made.id, team_id=None)
+        assert got is not None
+        assert (got.teacher_updates, got.teacher_updates_done, got.teacher_loss) == (300, 100, 0.5)
+        assert got.teacher_finished_at is None
+
+        # The teacher is ready; round 1 trains, and restarted after update 20 (MLflow gives the
+        # history in no set order): its progress is that of the attempt running now.
+        c.write_record("teacher", {"uri": "unused", "train_seconds": 1.0, "final_loss": 0.25})
+        c.write_record("round-1-tune", {"lr": 1e-4, "init_checkpoint": None})
+        round_run = c.round_run(tracker, plan[0])
+        for step, loss in [(10, 0.4), (20, 0.3), (10, 0.35)]:
+            tracker.metrics(round_run, {"train/loss": loss}, step=step)
+            time.sleep(0.002)  # distinct timestamps (ms)
+        reads.clear()
+        snap = Snapshot(c, tracker)
+        status = describe(snap)
+        assert status.startswith("round 1/2 (4→2 steps): training, update 10/40, loss 0.35")
+        writer.poll(snap)
+        assert reads == ["train/loss"]
+        got = store.get_campaign(made.id, team_id=None)
+        assert got is not None and got.teacher_finished_at is not None
+        assert (got.teacher_updates_done, got.teacher_loss) == (300, 0.25)
+        first = store.rounds(made.id)[0]
+        assert (first.status, first.updates_done, first.loss) == (RoundStatus.TRAINING, 10, 0.35)
+        assert first.mlflow_run_id == round_run
