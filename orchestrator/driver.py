@@ -58,6 +58,7 @@ class ProgressWriter:
         self.plan = plan_rounds(spec)
         self.rounds: dict[int, dict[str, Any]] = {}
         self.trials_done: set[int] = set()
+        self.trials: dict[tuple[int, int], dict[str, Any]] = {}  # (round, trial) → last written
         self.campaign: dict[str, Any] = {}
         self.last: Snapshot | None = None
         self.teacher: dict[str, Any] = {}
@@ -90,6 +91,8 @@ class ProgressWriter:
                 self.rounds[p.round] = fields
             if tune and tune.get("trials") and p.round not in self.trials_done:
                 self._trials(p, tune["trials"])
+            elif fields["status"] is RoundStatus.TUNING:
+                self._live_trials(snap, p)
         self._campaign(snap)
 
     def _round(
@@ -150,6 +153,26 @@ class ProgressWriter:
                 status=TrialStatus.SUCCEEDED if finished else TrialStatus.STOPPED,
             )
         self.trials_done.add(p.round)
+
+    def _live_trials(self, snap: Snapshot, p: RoundPlan) -> None:
+        """While round p searches its LR: each trial that has started, from its MLflow run (its
+        LR, its latest held-out loss; succeeded once its run finished). The tune stage's record
+        decides the final statuses (ASHA's early stops among them)."""
+        prefix = f"campaign/{self.spec.name}/round-{p.round}/trial-"
+        for run in snap.tracker.runs_under(prefix):
+            lr = run.data.params.get("lr")
+            index = run.data.tags["pdistill.key"].removeprefix(prefix)
+            if lr is None or not index.isdigit():  # its params are logged just after it starts
+                continue
+            finished = run.info.status == "FINISHED"
+            fields = {
+                "lr": float(lr),
+                "val_loss": _finite(run.data.metrics.get("val/distill_loss")),
+                "status": TrialStatus.SUCCEEDED if finished else TrialStatus.RUNNING,
+            }
+            if self.trials.get((p.round, int(index))) != fields:
+                self.store.upsert_trial(self.campaign_id, p.round, int(index), **fields)
+                self.trials[p.round, int(index)] = fields
 
     def _teacher(self, snap: Snapshot, stored: CampaignView) -> dict[str, Any]:
         """The teacher's fields: from its stage record once it is ready (the time it was first

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryDbStore
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingDbStore
@@ -144,6 +144,16 @@ class Tracker:
                 return None
             self._ids[key] = str(found[0].info.run_id)
         return self._ids[key]
+
+    def runs_under(self, prefix: str) -> list[Run]:
+        """The runs whose `pdistill.key` starts with `prefix` (e.g. a round's trials)."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`pdistill.key` LIKE '{prefix}%'",
+            max_results=1000,
+        )
+        # LIKE's `_` matches any one character: keep the exact prefix only.
+        return [r for r in found if r.data.tags["pdistill.key"].startswith(prefix)]
 
     def params(self, run_id: str, params: dict[str, Any]) -> None:
         existing = self.client.get_run(run_id).data.params

@@ -10,7 +10,7 @@ from orchestrator.driver import ProgressWriter
 from orchestrator.settings import Settings
 from orchestrator.spec import parse_spec, plan_rounds
 from orchestrator.stages import TEACHER_LOSS, Campaign
-from orchestrator.store import CampaignStatus, RoundStatus, Store
+from orchestrator.store import CampaignStatus, RoundStatus, Store, TrialStatus
 
 SPEC = {
     "name": "writer",
@@ -88,3 +88,76 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         first = store.rounds(made.id)[0]
         assert (first.status, first.updates_done, first.loss) == (RoundStatus.TRAINING, 10, 0.35)
         assert first.mlflow_run_id == round_run
+
+
+def test_trials_show_while_the_lr_search_runs(tmp_path: Path, cache_dir) -> None:
+    settings = Settings(
+        storage_uri=str(tmp_path / "storage"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cache_dir=cache_dir,
+    )
+    spec = parse_spec({**SPEC, "tune": {"enabled": True, "trials": 3, "trial_updates": 10}})
+    plan = plan_rounds(spec)
+    with Store.from_url(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        team = store.create_team("t", gpu_quota=0)
+        made, _ = store.create_campaign(
+            team_id=team.id,
+            name="writer",
+            spec=spec.model_dump(mode="json"),
+            gpus=0,
+            rounds=[(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan],
+            teacher_updates=300,
+        )
+        store.transition(made.id, CampaignStatus.STARTING, actor="scheduler", submission_id="j")
+        store.transition(made.id, CampaignStatus.RUNNING, actor="driver")
+        c = Campaign(spec, settings)
+        tracker = c.tracker()
+        c.write_record("teacher", {"uri": "unused", "train_seconds": 1.0, "final_loss": 0.25})
+        writer = ProgressWriter(store, made.id, "j", spec)
+
+        # As `search_lr` logs them: trial 0 finished its updates, trial 1 has reported once,
+        # trial 2 has not started; round 2's run is another round's (not a trial of round 1).
+        round_run = c.round_run(tracker, plan[0])
+        runs = {}
+        for i, lr in [(0, 1e-4), (1, 2e-4)]:
+            runs[i] = tracker.run(
+                name=f"trial-{i}",
+                key=f"campaign/writer/round-1/trial-{i}",
+                parent=round_run,
+                kind="trial",
+            )
+            tracker.params(runs[i], {"lr": lr})
+        tracker.metrics(runs[0], {"val/distill_loss": 0.5}, step=5)
+        tracker.metrics(runs[0], {"val/distill_loss": 0.25}, step=10)
+        tracker.finish(runs[0])
+        tracker.metrics(runs[1], {"val/distill_loss": 0.75}, step=5)
+        c.round_run(tracker, plan[1])
+
+        writer.poll(Snapshot(c, tracker))
+        assert store.rounds(made.id)[0].status is RoundStatus.TUNING
+        got = [(t.index, t.lr, t.val_loss, t.status) for t in store.trials(made.id, 1)]
+        assert got == [
+            (0, 1e-4, 0.25, TrialStatus.SUCCEEDED),
+            (1, 2e-4, 0.75, TrialStatus.RUNNING),
+        ]
+
+        # The search ends: its record has the final word (ASHA stopped trial 1 at update 5).
+        c.write_record(
+            "round-1-tune",
+            {
+                "lr": 1e-4,
+                "init_checkpoint": None,
+                "trials": [
+                    {"trial": 0, "lr": 1e-4, "update": 10, "val_loss": 0.25},
+                    {"trial": 1, "lr": 2e-4, "update": 5, "val_loss": 0.75},
+                    {"trial": 2, "lr": 3e-4, "update": 5, "val_loss": 0.9},
+                ],
+            },
+        )
+        writer.poll(Snapshot(c, tracker))
+        got = [(t.index, t.status) for t in store.trials(made.id, 1)]
+        assert got == [
+            (0, TrialStatus.SUCCEEDED),
+            (1, TrialStatus.STOPPED),
+            (2, TrialStatus.STOPPED),
+        ]
