@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from orchestrator.compile_cache import CompileCache
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
 from workers.accel import FastPath, choose, prepare
@@ -53,6 +54,7 @@ class RoundJob:
     fast_path: FastPath = "auto"  # workers/accel.py: "auto" is the fast path on a GPU
     init_checkpoint: str | None = None  # a Train checkpoint (storage path) to start from
     storage_uri: str | None = None  # the campaign storage the init checkpoint lives in
+    compile_cache: str | None = None  # its folder of torch.compile results (compile_cache.py)
     mlflow_uri: str | None = None
     mlflow_run_id: str | None = None  # rank 0 logs train/loss and val/distill_loss here
 
@@ -145,6 +147,12 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         student.load_state_dict(teacher.state_dict())
     device = get_device()  # the worker's GPU if it has one
     accel = choose(job.fast_path, device)
+    cache = CompileCache(
+        Storage(job.storage_uri) if job.storage_uri and job.compile_cache else None,
+        job.compile_cache or "",
+        enabled=accel.compile,
+    )
+    cache.load()
     prepare(teacher.eval(), accel)
     model = prepare_model(prepare(student, accel))  # DDP when world > 1
     shard = shard.to(device)
@@ -217,6 +225,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                         step=updater.done,
                     )
                 _save(Path(d), student, updater, {"update": updater.done, "job": asdict(job)})
+                cache.save_once()  # every graph has run once by the first report
             ray.train.report(
                 metrics, checkpoint=Checkpoint.from_directory(d) if rank == 0 else None
             )

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from orchestrator.compile_cache import CompileCache
 from orchestrator.local import check_compatible, feature_net, unet_config
 from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, train_worker
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker, open_tracker
-from workers.accel import choose, prepare
+from workers.accel import Accel, choose, prepare
 from workers.checkpoint import (
     checkpoint_bytes,
     load_unet,
@@ -76,6 +77,12 @@ class Campaign:
     def threads(self) -> int:
         """Torch threads of a Train worker (and of the teacher stage): one per CPU it holds."""
         return max(1, int(self.spec.resources.cpus_per_worker))
+
+    COMPILE_CACHE = "compile-cache"
+
+    def compile_cache(self, accel: Accel) -> CompileCache:
+        """The campaign's shared torch.compile results (used when `accel` compiles)."""
+        return CompileCache(self.storage, self.rel(self.COMPILE_CACHE), enabled=accel.compile)
 
     # -- records -------------------------------------------------------------------------------
     def rel(self, name: str) -> str:
@@ -145,13 +152,22 @@ class Campaign:
             cfg = self.spec.teacher.train.resolve(seed=self.spec.seed)
             tracker = self.tracker()
             torch.manual_seed(self.spec.seed)
+            accel = choose(self.spec.resources.fast_path)
+            cache = self.compile_cache(accel)
+            cache.load()
+            log = teacher_logger(tracker, self.campaign_run(tracker))
+
+            def on_progress(update: int, total: int, loss: float) -> None:
+                cache.save_once()  # at the first log point the graphs are compiled
+                log(update, total, loss)
+
             net, result = train_teacher(
                 UNet(unet),
                 data=dataset.images,
                 diffusion=self.diffusion,
                 config=cfg,
-                accel=choose(self.spec.resources.fast_path),
-                on_progress=teacher_logger(tracker, self.campaign_run(tracker)),
+                accel=accel,
+                on_progress=on_progress,
                 resume=self._teacher_state(),
                 save=self._save_teacher_state,
             )
@@ -215,6 +231,7 @@ class Campaign:
             fast_path=self.spec.resources.fast_path,
             init_checkpoint=init_checkpoint,
             storage_uri=self.storage.root_uri,
+            compile_cache=self.rel(self.COMPILE_CACHE),
             mlflow_uri=self.settings.mlflow_tracking_uri,
         )
 
@@ -347,6 +364,8 @@ class Campaign:
             "samples": len(noise),
         }
         started = time.perf_counter()
+        cache = self.compile_cache(accel)
+        cache.load()
         files: dict[str, bytes] = {}
         pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
         for key, model_uri in pairs:
@@ -368,6 +387,7 @@ class Campaign:
             out[f"{name.split('-')[0]}_grid"] = self.storage.write_bytes(
                 self.rel(f"samples/{name}.png"), png
             )
+        cache.save()
         out["eval_seconds"] = time.perf_counter() - started
         out["gpu_seconds"] = out["eval_seconds"] if torch.cuda.is_available() else 0.0
         if tracker_run is not None:

@@ -106,6 +106,15 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot delete {self.uri(rel)}: {exc}") from exc
 
+    def list(self, rel: str) -> list[str]:
+        """The names of the files directly in folder `rel`, sorted (none if it does not exist)."""
+        selector = pafs.FileSelector(self.path(rel), allow_not_found=True)
+        try:
+            infos = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.uri(rel)}: {exc}") from exc
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
     def read_bytes(self, rel: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
         try:
