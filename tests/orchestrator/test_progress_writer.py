@@ -5,12 +5,14 @@ stages write them, and the driver's `ProgressWriter` reads them as it does in a 
 import time
 from pathlib import Path
 
+import pytest
+
 from orchestrator.campaign import Snapshot, describe
 from orchestrator.driver import ProgressWriter
 from orchestrator.settings import Settings
-from orchestrator.spec import parse_spec, plan_rounds
+from orchestrator.spec import CampaignSpec, parse_spec, plan_rounds
 from orchestrator.stages import TEACHER_LOSS, Campaign
-from orchestrator.store import CampaignStatus, RoundStatus, Store, TrialStatus
+from orchestrator.store import CampaignStatus, CampaignView, RoundStatus, Store, TrialStatus
 
 SPEC = {
     "name": "writer",
@@ -22,30 +24,39 @@ SPEC = {
 }
 
 
-def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
-    tmp_path: Path, cache_dir
-) -> None:
-    settings = Settings(
+@pytest.fixture
+def settings(tmp_path: Path, cache_dir) -> Settings:
+    return Settings(
         storage_uri=str(tmp_path / "storage"),
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         cache_dir=cache_dir,
     )
+
+
+def _running(store: Store, spec: CampaignSpec, *, teacher_updates: int) -> CampaignView:
+    """The campaign in the store, running under the driver's submission id "j"."""
+    team = store.create_team("t", gpu_quota=0)
+    made, _ = store.create_campaign(
+        team_id=team.id,
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        gpus=0,
+        rounds=[(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan_rounds(spec)],
+        teacher_updates=teacher_updates,
+    )
+    store.transition(made.id, CampaignStatus.STARTING, actor="scheduler", submission_id="j")
+    store.transition(made.id, CampaignStatus.RUNNING, actor="driver")
+    return made
+
+
+def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
+    tmp_path: Path, settings: Settings
+) -> None:
     spec = parse_spec(SPEC)
     plan = plan_rounds(spec)
     with Store.from_url(f"sqlite:///{tmp_path / 'store.db'}") as store:
-        team = store.create_team("t", gpu_quota=0)
         # No teacher_updates: how migration 0002 left a campaign that was training its teacher.
-        made, _ = store.create_campaign(
-            team_id=team.id,
-            name="writer",
-            spec=SPEC,
-            gpus=0,
-            rounds=[(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan],
-        )
-        assert made.teacher_updates == 0
-        store.transition(made.id, CampaignStatus.STARTING, actor="scheduler", submission_id="j")
-        store.transition(made.id, CampaignStatus.RUNNING, actor="driver")
-
+        made = _running(store, spec, teacher_updates=0)
         c = Campaign(spec, settings)
         tracker = c.tracker()
         tracker.metrics(c.campaign_run(tracker), {TEACHER_LOSS: 0.5}, step=100)
@@ -90,26 +101,11 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         assert first.mlflow_run_id == round_run
 
 
-def test_trials_show_while_the_lr_search_runs(tmp_path: Path, cache_dir) -> None:
-    settings = Settings(
-        storage_uri=str(tmp_path / "storage"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        cache_dir=cache_dir,
-    )
+def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings) -> None:
     spec = parse_spec({**SPEC, "tune": {"enabled": True, "trials": 3, "trial_updates": 10}})
     plan = plan_rounds(spec)
     with Store.from_url(f"sqlite:///{tmp_path / 'store.db'}") as store:
-        team = store.create_team("t", gpu_quota=0)
-        made, _ = store.create_campaign(
-            team_id=team.id,
-            name="writer",
-            spec=spec.model_dump(mode="json"),
-            gpus=0,
-            rounds=[(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan],
-            teacher_updates=300,
-        )
-        store.transition(made.id, CampaignStatus.STARTING, actor="scheduler", submission_id="j")
-        store.transition(made.id, CampaignStatus.RUNNING, actor="driver")
+        made = _running(store, spec, teacher_updates=300)
         c = Campaign(spec, settings)
         tracker = c.tracker()
         c.write_record("teacher", {"uri": "unused", "train_seconds": 1.0, "final_loss": 0.25})
