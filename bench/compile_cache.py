@@ -28,22 +28,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu import distill_step, lively, log, sync
+from gpu import bench_config, distill_step, lively, log, sync
 
 from workers.accel import choose, prepare
-from workers.unet import UNet, UNetConfig, preset_config
+from workers.unet import UNet
 
 
 def first_update(device: torch.device, tiny: bool, batch: int) -> float:
     """Seconds of the fast path's first update (its compilation included)."""
-    if tiny:
-        cfg = UNetConfig(
-            image_size=16, in_channels=3, out_channels=3, ch=32, ch_mult=(1, 1),
-            num_res_blocks=1, attn_resolutions=(8,), dropout=0.0,
-        )  # fmt: skip
-    else:
-        cfg = preset_config("cifar10", image_size=32, in_channels=3, out_channels=3)
-        cfg = cfg.replace(dropout=0.0)
+    cfg = bench_config(tiny).replace(dropout=0.0)  # the student's U-Net, as in bench/gpu.py
     fast = choose("on", device)
     teacher = prepare(lively(UNet(cfg), seed=1).eval().requires_grad_(False), fast)
     student = prepare(lively(UNet(cfg), seed=1), fast).train()

@@ -117,6 +117,16 @@ def measure(
     return out
 
 
+def bench_config(tiny: bool) -> UNetConfig:
+    """The `cifar10` preset (the teacher's dropout 0.2), or a tiny U-Net for the CPU check."""
+    if tiny:
+        return UNetConfig(
+            image_size=16, in_channels=3, out_channels=3, ch=32, ch_mult=(1, 1),
+            num_res_blocks=1, attn_resolutions=(8,), dropout=0.2,
+        )  # fmt: skip
+    return preset_config("cifar10", image_size=32, in_channels=3, out_channels=3)
+
+
 def lively(net: UNet, seed: int) -> UNet:
     """Give the zero-initialised output layers small random weights: a fresh U-Net predicts
     exactly 0, which would make the check and the timings trivial."""
@@ -277,15 +287,10 @@ def main() -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run with --device cpu --tiny for the CPU check", file=sys.stderr)
         return 2
+    cfg = bench_config(args.tiny)
     if args.tiny:
-        cfg = UNetConfig(
-            image_size=16, in_channels=3, out_channels=3, ch=32, ch_mult=(1, 1),
-            num_res_blocks=1, attn_resolutions=(8,), dropout=0.2,
-        )  # fmt: skip
         args.batch, args.sample_batch = min(args.batch, 8), min(args.sample_batch, 16)
         args.iters = min(args.iters, 2)
-    else:
-        cfg = preset_config("cifar10", image_size=32, in_channels=3, out_channels=3)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {

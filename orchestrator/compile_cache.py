@@ -27,8 +27,8 @@ class CompileCache:
     folder does not hold yet); `save_once()` at every log point saves at the first."""
 
     def __init__(self, storage: Storage | None, folder: str, *, enabled: bool = True) -> None:
-        self.storage, self.folder = storage, folder
-        self.enabled = enabled and storage is not None
+        self.storage = storage if enabled else None  # None: nothing compiles, nothing to do
+        self.folder = folder
         self.saved: set[str] = set()  # files in the folder (as of load) or written here
         self._once = False
 
@@ -39,7 +39,7 @@ class CompileCache:
         """Load every file of the folder into this process's compile caches; returns how many
         loaded (PyTorch warns about and skips a file it cannot read)."""
         loaded = 0
-        if not self.enabled or self.storage is None:
+        if self.storage is None:
             return loaded
         try:
             names = self.storage.list(self.folder)
@@ -55,7 +55,7 @@ class CompileCache:
     def save(self) -> str | None:
         """Store what this process compiled (or looked up) so far, unless the folder has it;
         returns the file written."""
-        if not self.enabled or self.storage is None:
+        if self.storage is None:
             return None
         got = torch.compiler.save_cache_artifacts()
         if got is None:

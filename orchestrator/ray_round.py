@@ -135,12 +135,13 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     teacher.requires_grad_(False)
     student = UNet(UNetConfig.from_dict(job.unet))
     updater_state: dict[str, Any] | None = None
+    storage = Storage(job.storage_uri) if job.storage_uri else None  # the campaign's
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
             updater_state, _ = _restore(Path(d), student, resume.path)
     elif job.init_checkpoint is not None:
-        fs = Storage(job.storage_uri).fs if job.storage_uri else None
+        fs = storage.fs if storage is not None else None
         with Checkpoint(job.init_checkpoint, filesystem=fs).as_directory() as d:
             updater_state, _ = _restore(Path(d), student, job.init_checkpoint)
     else:
@@ -148,7 +149,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     device = get_device()  # the worker's GPU if it has one
     accel = choose(job.fast_path, device)
     cache = CompileCache(
-        Storage(job.storage_uri) if job.storage_uri and job.compile_cache else None,
+        storage if job.compile_cache else None,
         job.compile_cache or "",
         enabled=accel.compile,
     )
