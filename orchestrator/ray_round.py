@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,9 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         Tracker(job.mlflow_uri) if rank == 0 and job.mlflow_uri and job.mlflow_run_id else None
     )
     model.train()
+    # Loop time across resumes (the checkpoint keeps it): a round's train_seconds, as the
+    # teacher's and local-run's, whichever driver or Train worker ran the updates.
+    start, before = time.perf_counter(), updater.seconds
     while updater.done < job.stop_at:
         x = sample_batch(shard, batch_size=per_rank, generator=gen)
         loss = distillation_loss(
@@ -200,6 +204,8 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
             "val_loss": float("nan"),
         }
         window.clear()
+        updater.seconds = before + time.perf_counter() - start
+        metrics["train_seconds"] = updater.seconds
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
                 model.eval()

@@ -303,11 +303,19 @@ class Campaign:
         )
         tracker.tag(round_run, "pdistill.checkpoint", uri)
         metrics = result.metrics or {}
-        seconds = time.perf_counter() - started
+        wall = time.perf_counter() - started
+        # The update loop's time across every attempt (the Train checkpoint carries it), so a
+        # round resumed by a new driver counts the updates run before the restart too.
+        seconds = float(metrics.get("train_seconds", wall))
         res = self.spec.resources
         gpu_seconds = seconds * res.workers * res.gpus_per_worker
         tracker.metrics(
-            round_run, {"time/train_wall_seconds": seconds, "time/train_gpu_seconds": gpu_seconds}
+            round_run,
+            {
+                "time/train_seconds": seconds,
+                "time/train_wall_seconds": wall,
+                "time/train_gpu_seconds": gpu_seconds,
+            },
         )
         return self.write_record(
             stage,

@@ -30,8 +30,12 @@ SPEC = {
 
 
 def _runs(client):
+    """This campaign's runs (the session's MLflow store holds other tests' campaigns too)."""
     exp = client.get_experiment_by_name("pdistill")
-    return client.search_runs([exp.experiment_id], max_results=1000)
+    name = SPEC["name"]
+    return client.search_runs(
+        [exp.experiment_id], f"tags.`pdistill.key` LIKE 'campaign/{name}%'", max_results=1000
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +69,15 @@ def test_mlflow_nests_campaign_rounds_trials(finished, settings):
             "eval/ddim_fid",
             "train/loss",
             "val/distill_loss",
+            "time/train_seconds",
             "time/train_wall_seconds",
             "time/train_gpu_seconds",
             "time/tune_gpu_seconds",
             "time/eval_gpu_seconds",
         } <= r.data.metrics.keys()
         assert r.data.metrics["time/train_gpu_seconds"] == 0.0  # CPU workers hold no GPU
+        # The loop's time, without the Train job's start and the student's upload.
+        assert 0 < r.data.metrics["time/train_seconds"] < r.data.metrics["time/train_wall_seconds"]
         steps = r.data.params["student_steps"]
         samples = {a.path for a in client.list_artifacts(r.info.run_id, "samples")}
         assert {f"samples/distilled-{steps}.png", f"samples/distilled-{steps}.npz"} <= samples

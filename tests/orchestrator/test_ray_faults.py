@@ -1,5 +1,6 @@
 """Faults on a real local Ray cluster: a Train worker killed mid-round."""
 
+import hashlib
 import json
 import os
 import signal
@@ -8,6 +9,8 @@ import sys
 import threading
 import time
 
+import boto3
+import torch
 from mlflow import MlflowClient
 
 from orchestrator.campaign import run_campaign
@@ -20,7 +23,7 @@ KILL_SPEC = {
     "diffusion": {"output": "v", "weighting": "snr_plus_one"},
     "teacher": {"train": {"updates": 30, "batch_size": 32, "warmup_updates": 5}},
     "steps": {"start": 2, "target": 1},
-    "distill": {"updates": 600, "batch_size": 32, "checkpoint_every": 100},
+    "distill": {"updates": 400, "batch_size": 32, "checkpoint_every": 100},
     "resources": {"workers": 2, "max_failures": 2},
     "evaluation": {"samples": 32, "batch_size": 32},
 }
@@ -94,7 +97,7 @@ DRIVER_SPEC = {
     **KILL_SPEC,
     "name": "ray-driver-kill",
     "steps": {"start": 4, "target": 1},
-    "distill": {"updates": 500, "batch_size": 32, "checkpoint_every": 100},
+    "distill": {"updates": 300, "batch_size": 32, "checkpoint_every": 100},
 }
 
 
@@ -104,6 +107,29 @@ def _round_runs(client: MlflowClient, campaign: str) -> list:
         [exp.experiment_id],
         f"tags.`pdistill.kind` = 'round' and tags.`pdistill.key` LIKE 'campaign/{campaign}/%'",
     )
+
+
+def _set_saved_seconds(train_run: str, seconds: float, tmp_path) -> int:
+    """Rewrite every checkpoint of a Train run in S3 as if its updates had taken `seconds`
+    (with the digest its meta.json checks); returns how many it rewrote."""
+    s3, bucket = boto3.client("s3"), "pdistill-test"
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="store/")
+        for o in page.get("Contents", [])
+        if f"/ray/{train_run}/checkpoint_" in o["Key"] and o["Key"].endswith("/updater.pt")
+    ]
+    for key in keys:
+        local = tmp_path / "updater.pt"
+        s3.download_file(bucket, key, str(local))
+        state = torch.load(local, weights_only=False)
+        torch.save({**state, "seconds": seconds}, local)
+        meta_key = key.removesuffix("updater.pt") + "meta.json"
+        meta = json.loads(s3.get_object(Bucket=bucket, Key=meta_key)["Body"].read())
+        meta["files"]["updater.pt"] = hashlib.sha256(local.read_bytes()).hexdigest()
+        s3.upload_file(str(local), bucket, key)
+        s3.put_object(Bucket=bucket, Key=meta_key, Body=json.dumps(meta).encode())
+    return len(keys)
 
 
 def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, settings, tmp_path):
@@ -138,8 +164,11 @@ def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, sett
     # Ray tears down what the dead driver owned (its tasks, their Train runs).
     while _train_worker_pids() and time.monotonic() < deadline:
         time.sleep(0.5)
+    # As if the updates before the crash had taken 1000 s: the round's time must include them.
+    assert _set_saved_seconds("ray-driver-kill-round-2", 1000.0, tmp_path) >= 1
     report = run_campaign(parse_spec(DRIVER_SPEC), settings, poll_s=0.5)
     assert [r["steps"] for r in report["rounds"]] == [2, 1]
+    assert report["rounds"][1]["train_seconds"] > 1000.0
     assert len(_round_runs(client, "ray-driver-kill")) == 2  # no duplicate round runs
     round1 = _loss_history(client, "campaign/ray-driver-kill/round-1")
     updates = DRIVER_SPEC["distill"]["updates"]
