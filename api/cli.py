@@ -73,6 +73,9 @@ def local_run(
     try:
         with RichProgress(console) as progress:
             report = run_local(spec, out=out, cache_dir=cache_dir, progress=progress)
+    except SpecError as exc:  # what only the loaded data could tell (an s3:// dataset's shape)
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
     except (RunError, DatasetError, CheckpointError, FeatureNetError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
@@ -110,6 +113,9 @@ def run(
         )
         try:
             report = run_campaign(spec, settings, on_status=console.log)
+        except SpecError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from exc
         except (StageError, DatasetError, CheckpointError, FeatureNetError) as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from exc

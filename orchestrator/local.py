@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
-from orchestrator.spec import CampaignSpec, plan_rounds
+from orchestrator.spec import CampaignSpec, SpecError, plan_rounds
 from workers.accel import choose, prepare
 from workers.checkpoint import (
     load_unet,
@@ -34,7 +34,7 @@ from workers.images import save_samples
 from workers.parameterization import output_channels
 from workers.teacher import train_teacher
 from workers.training import DivergedError, ProgressFn
-from workers.unet import UNet, UNetConfig, preset_config
+from workers.unet import UNet, UNetConfig
 
 TEACHER_STATE = "teacher.training-state.pt"  # in the run's folder while the teacher trains
 
@@ -49,15 +49,19 @@ class Progress(Protocol):
 
 
 def unet_config(spec: CampaignSpec, dataset: ImageDataset) -> UNetConfig:
-    base = preset_config(
-        spec.model.preset,
-        image_size=dataset.image_size,
-        in_channels=dataset.num_channels,
-        out_channels=output_channels(
-            output=spec.diffusion.output, image_channels=dataset.num_channels
-        ),
-    )
-    return base.replace(**spec.model.overrides)
+    """The campaign's U-Net for the loaded dataset; SpecError when the model does not fit it
+    (the spec's check could not tell before, for an s3:// dataset)."""
+    try:
+        return spec.model.unet(
+            dataset=dataset.uri,
+            channels=dataset.num_channels,
+            side=dataset.image_size,
+            out_channels=output_channels(
+                output=spec.diffusion.output, image_channels=dataset.num_channels
+            ),
+        )
+    except ValueError as exc:
+        raise SpecError(f"model: {exc}") from exc
 
 
 def feature_net(

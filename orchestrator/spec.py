@@ -8,13 +8,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from workers.accel import FastPath
 from workers.config import TeacherTrainConfig
-from workers.data import BUILTINS, local_path
+from workers.data import BUILTINS, image_shape, local_path
 from workers.parameterization import ModelOutput, Weighting
-from workers.unet import PRESETS, UNetConfig
+from workers.unet import PRESETS, UNetConfig, preset_config
 
 PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -50,6 +58,35 @@ class ModelSpec(_Frozen):
             raise ValueError(f"unknown U-Net fields {bad}; allowed: {sorted(allowed)}")
         return v
 
+    def unet(self, *, dataset: str, channels: int, side: int, out_channels: int) -> UNetConfig:
+        """The U-Net of this preset and overrides for `dataset`'s channels × side × side images;
+        ValueError when they do not fit it, naming the presets that do."""
+        try:
+            base = preset_config(
+                self.preset, image_size=side, in_channels=channels, out_channels=out_channels
+            )
+            return base.replace(**self.overrides)
+        except (ValueError, TypeError) as exc:
+            fit = [name for name in sorted(PRESETS) if _fits(name, channels, side)]
+            what = f"preset {self.preset!r}" + (" with these overrides" if self.overrides else "")
+            raise ValueError(
+                f"{what} does not fit {dataset} ({channels}×{side}×{side} images): {exc}; "
+                f"presets that fit them: {fit}"
+            ) from exc
+
+
+def _fits(preset: str, channels: int, side: int) -> bool:
+    try:
+        preset_config(preset, image_size=side, in_channels=channels, out_channels=channels)
+    except ValueError:
+        return False
+    return True
+
+
+def _local_file_missing(uri: str) -> bool:
+    path = local_path(uri)
+    return path is not None and not path.is_file()
+
 
 class DiffusionSpec(_Frozen):
     output: ModelOutput = "x"
@@ -73,6 +110,13 @@ class TeacherSpec(_Frozen):
 
     checkpoint: str | None = None
     train: TeacherTrainSpec = Field(default_factory=TeacherTrainSpec)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, v: str | None) -> str | None:
+        if v is not None and _local_file_missing(v):
+            raise ValueError(f"no such file {v!r}; give a .safetensors path, file:// or s3:// URI")
+        return v
 
     @property
     def updates(self) -> int:
@@ -181,11 +225,21 @@ class CampaignSpec(_Frozen):
                 allowed = [f"builtin:{n}" for n in BUILTINS]
                 raise ValueError(f"unknown builtin dataset {v!r}; allowed: {allowed}")
             return v
-        path = local_path(v)
-        if path is not None and not path.is_file():
+        if _local_file_missing(v):
             raise ValueError(f"no such file {v!r}; give a .npz path, file:// or s3:// URI")
-        if path is None and not v.startswith("s3://"):
+        if local_path(v) is None and not v.startswith("s3://"):
             raise ValueError(f"{v!r} is not builtin:NAME, a path, file:// or s3:// URI")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_dataset(cls, v: ModelSpec, info: ValidationInfo) -> ModelSpec:
+        # Checked here where the images' shape is known without loading them (builtins, local
+        # files); an s3:// dataset is checked when the campaign loads it (`unet_config`).
+        dataset = info.data.get("dataset")
+        if dataset is not None and (shape := image_shape(dataset)) is not None:
+            # The output channels (a parameterization's) do not change what fits.
+            v.unet(dataset=dataset, channels=shape[0], side=shape[1], out_channels=shape[0])
         return v
 
 

@@ -17,7 +17,9 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import torch
 
-BUILTINS = ("mnist5k", "digits")
+# Channels and side of each builtin's images, so a spec is checked without loading them.
+BUILTIN_SHAPES = {"mnist5k": (1, 28), "digits": (1, 8)}
+BUILTINS = tuple(BUILTIN_SHAPES)
 URI_FORMS = (
     "builtin:<name>",
     "/path/to/file.npz (or a relative path)",
@@ -204,6 +206,28 @@ def _parse_npz(uri: str, raw: bytes) -> tuple[np.ndarray, np.ndarray | None]:
         if labels.min() < 0:
             raise DatasetError(f"{uri!r}: 'labels' must be >= 0 (found {labels.min()})")
     return images.transpose(0, 3, 1, 2), labels
+
+
+def image_shape(uri: str) -> tuple[int, int] | None:
+    """(channels, side) of the dataset's images without loading it: a builtin's from its table,
+    a local npz's from the header of its ``images`` array. None where that cannot be told here
+    (``s3://``, or a file that `load_dataset` will refuse with its own reason)."""
+    if uri.startswith("builtin:"):
+        return BUILTIN_SHAPES.get(uri.removeprefix("builtin:"))
+    path = local_path(uri)
+    if path is None:
+        return None
+    fmt = np.lib.format
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("images.npy") as f:
+            major, _ = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+            shape, _, _ = read(f)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    if len(shape) == 3:
+        return 1, int(shape[1])
+    return (int(shape[3]), int(shape[1])) if len(shape) == 4 else None
 
 
 def load_dataset(uri: str) -> ImageDataset:

@@ -188,6 +188,7 @@ def test_same_idempotency_key_gives_one_campaign_and_409_for_another_spec(
         ({**TINY, "resources": {"workers": 0}}, "json", "resources.workers", "greater than 0"),
         ({**TINY, "learning_rate": 1}, "json", "learning_rate", "not permitted"),
         ({**TINY, "priority": 5000}, "json", "priority", "-1000 to 1000"),
+        ({**TINY, "model": {"preset": "cifar10"}}, "json", "model", "presets that fit them"),
         ({k: v for k, v in TINY.items() if k != "dataset"}, "json", "dataset", "required"),
         ("steps: [1, 2", "yaml", "body", "not valid YAML"),
         ("[1, 2]", "json", "body", "mapping"),
@@ -339,7 +340,7 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         "loss": None,
         "finished_at": None,
     }
-    loaded = submit(client, vision, teacher={"checkpoint": "/models/teacher.safetensors"})
+    loaded = submit(client, vision, teacher={"checkpoint": "s3://models/teacher.safetensors"})
     assert (loaded["teacher"]["source"], loaded["teacher"]["updates"]) == ("checkpoint", 0)
 
     def get(cid: str) -> dict[str, Any]:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from orchestrator.spec import SpecError, load_spec, parse_spec, plan_rounds
@@ -58,6 +59,34 @@ def test_unknown_builtin_and_unknown_field():
 def test_unknown_unet_override():
     msg = _error(model={"preset": "mnist-tiny", "overrides": {"channels": 3}})
     assert "model.overrides" in msg and "channels" in msg
+
+
+def test_a_model_that_does_not_fit_the_images_names_the_presets_that_do(tmp_path):
+    msg = _error(model={"preset": "cifar10"})  # attention at 16×16 on 8×8 digits
+    assert "  model: preset 'cifar10' does not fit builtin:digits (1×8×8 images)" in msg
+    assert "attn_resolutions" in msg and "['digits-small', 'mnist-small', 'mnist-tiny']" in msg
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, images=np.zeros((4, 10, 10, 3), dtype=np.uint8))
+    msg = _error(
+        dataset=str(odd), model={"preset": "mnist-tiny", "overrides": {"ch_mult": [1, 2, 2]}}
+    )
+    assert "preset 'mnist-tiny' with these overrides does not fit" in msg and "3×10×10" in msg
+    assert "image_size=10 is not divisible by 4" in msg
+
+
+def test_a_dataset_only_loading_tells_is_checked_when_loaded(tmp_path):
+    from orchestrator.local import unet_config
+    from workers.data import load_dataset
+
+    spec = parse_spec({**BASE, "dataset": "s3://bucket/digits.npz", "model": {"preset": "cifar10"}})
+    with pytest.raises(SpecError, match=r"model: preset 'cifar10' does not fit builtin:digits"):
+        unet_config(spec, load_dataset("builtin:digits"))
+
+
+def test_missing_teacher_checkpoint_names_field(tmp_path):
+    msg = _error(teacher={"checkpoint": str(tmp_path / "t.safetensors")})
+    assert "teacher.checkpoint: no such file" in msg and "t.safetensors" in msg
+    assert parse_spec({**BASE, "teacher": {"checkpoint": "s3://b/t.safetensors"}})
 
 
 def test_load_spec_file_errors(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from workers.data import DatasetError, load_dataset, split_dataset
+from workers.data import BUILTINS, DatasetError, image_shape, load_dataset, split_dataset
 
 
 def _write_npz(path: Path, **arrays: Any) -> Path:
@@ -36,6 +36,20 @@ def test_builtin_digits() -> None:
     assert ds.images.shape == (1797, 1, 8, 8)
     assert ds.images.min() == -1.0 and ds.images.max() == 1.0
     assert ds.labels is not None and ds.num_classes == 10
+
+
+def test_image_shape_is_read_without_loading_the_images(tmp_path: Path) -> None:
+    for name in BUILTINS:  # the builtins' table says what loading them gives
+        ds = load_dataset(f"builtin:{name}")
+        assert image_shape(f"builtin:{name}") == (ds.num_channels, ds.image_size)
+    rgb = np.zeros((3, 10, 10, 3), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "rgb.npz", images=rgb)
+    assert image_shape(str(tmp_path / "rgb.npz")) == (3, 10)
+    assert image_shape((_write_npz(tmp_path / "gray.npz", images=_gray(size=7))).as_uri()) == (1, 7)
+    # Unknown here: load_dataset tells why (or reads it from S3).
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    for uri in ("s3://bucket/data.npz", str(tmp_path / "junk.npz"), str(tmp_path / "none.npz")):
+        assert image_shape(uri) is None
 
 
 def test_npz_by_path_and_file_uri(tmp_path: Path) -> None:
