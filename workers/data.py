@@ -259,12 +259,15 @@ def split_dataset(
 
     Both parts are in shuffled order (so a prefix of either mixes all classes).
     """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction={fraction} must be in (0, 1)")
     n = len(ds)
     k = round(fraction * n)
-    if not 0.0 < fraction < 1.0 or k == 0 or k == n:
+    if k == 0 or k == n:
+        least = next(m for m in range(2, 10**9) if 0 < round(fraction * m) < m)
         raise DatasetError(
-            f"{ds.uri!r}: cannot split {n} images with fraction={fraction}; "
-            "it must be in (0, 1) and leave both parts non-empty"
+            f"{ds.uri!r}: {n} images are too few to hold out {fraction:.0%} of them "
+            f"(a held-out part is needed); give at least {least} images"
         )
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
     tag = f"split(fraction={fraction},seed={seed})"

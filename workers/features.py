@@ -245,7 +245,11 @@ def train_classifier(
 ) -> tuple[SmallClassifier, dict[str, Any]]:
     """Train on 90% of the labelled dataset; report accuracy on the other 10%."""
     if dataset.labels is None or dataset.num_classes is None:
-        raise DatasetError(f"{dataset.uri!r}: classifier features need labels; it has none")
+        raise DatasetError(
+            f"{dataset.uri!r} has no labels, which evaluation.features 'classifier' needs; "
+            "add a 'labels' array, or set evaluation.features to 'inception' or a path/URI "
+            "of TorchScript Inception weights"
+        )
     train, held = split_dataset(dataset, fraction=0.1, seed=seed)
     assert train.labels is not None and held.labels is not None
     start = time.perf_counter()

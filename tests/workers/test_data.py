@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from workers.data import BUILTINS, DatasetError, image_shape, load_dataset, split_dataset
+from workers.data import (
+    BUILTINS,
+    DatasetError,
+    image_shape,
+    load_dataset,
+    split_dataset,
+    subset,
+)
 
 
 def _write_npz(path: Path, **arrays: Any) -> Path:
@@ -140,8 +147,14 @@ def test_split_is_deterministic_and_disjoint() -> None:
     flat = lambda d: {tuple(r) for r in d.images.flatten(1).tolist()}  # noqa: E731
     assert flat(rest) | flat(part) == flat(ds)
     assert part.labels is not None and len(set(part.labels[:50].tolist())) > 5  # shuffled
-    with pytest.raises(DatasetError, match="fraction"):
+    with pytest.raises(ValueError, match="fraction=1.0 must be in"):
         split_dataset(ds, fraction=1.0, seed=0)
+    three = subset(ds, torch.arange(3), uri="three")
+    with pytest.raises(DatasetError, match="'three': 3 images are too few to hold out 10% of them"):
+        split_dataset(three, fraction=0.1, seed=0)
+    # round() halves to even: round(0.1 · 5) = 0, round(0.1 · 6) = 1.
+    with pytest.raises(DatasetError, match="give at least 6 images"):
+        split_dataset(three, fraction=0.1, seed=0)
 
 
 def test_s3_roundtrip_and_errors(s3_endpoint: str) -> None:

@@ -122,7 +122,7 @@ def test_classifier_needs_labels(tmp_path: Path, mnist: ImageDataset) -> None:
     unlabelled = ImageDataset(
         uri="mem:unlabelled", images=mnist.images[:10], labels=None, digest="0" * 16
     )
-    with pytest.raises(DatasetError, match=r"mem:unlabelled.*labels"):
+    with pytest.raises(DatasetError, match=r"mem:unlabelled.*no labels.*evaluation.features"):
         load_classifier_features(unlabelled, cache_dir=tmp_path)
 
 
