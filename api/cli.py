@@ -92,7 +92,7 @@ def run(
 ) -> None:
     """Run a campaign on Ray: the cluster at PDISTILL_RAY_ADDRESS, or a local one started now."""
     from orchestrator.campaign import run_campaign
-    from orchestrator.ray_cluster import connect
+    from orchestrator.ray_cluster import connect, short_of
     from orchestrator.report import plot_fid_vs_steps
     from orchestrator.settings import Settings
     from orchestrator.spec import SpecError, load_spec
@@ -111,6 +111,16 @@ def run(
         console.log(
             f"campaign {spec.name} on {where}; storage {spec.storage or settings.storage_uri}"
         )
+        if (why := short_of(spec)) is not None:
+            if not settings.ray_address:  # a Ray of this machine's size: it would wait forever
+                console.print(
+                    f"[red]error:[/red] resources: {why}. Lower resources.workers or "
+                    "resources.cpus_per_worker/gpus_per_worker, or set PDISTILL_RAY_ADDRESS to "
+                    "a larger cluster",
+                    highlight=False,
+                )
+                raise typer.Exit(2)
+            console.log(f"waiting for the cluster to grow: {why}")
         try:
             report = run_campaign(spec, settings, on_status=console.log)
         except SpecError as exc:

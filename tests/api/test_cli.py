@@ -1,6 +1,8 @@
 """The `pdistill` command line, run as a subprocess the way a user runs it."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -57,3 +59,21 @@ def test_run_rejects_bad_spec_before_starting_ray(tmp_path):
     assert proc.returncode == 2
     assert "resources.workers" in proc.stdout and "greater than 0" in proc.stdout
     assert "Ray" not in proc.stdout + proc.stderr  # failed before connecting
+
+
+def test_run_refuses_a_round_its_local_ray_cannot_hold(tmp_path):
+    """A GPU spec on a machine without one would wait for ever; it is refused, naming why."""
+    spec = tmp_path / "gpu.yaml"
+    spec.write_text(yaml.safe_dump({**TINY, "resources": {"workers": 2, "gpus_per_worker": 64}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "api.cli", "run", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PDISTILL_STORAGE_URI": str(tmp_path / "store")},
+    )
+    out = " ".join(proc.stdout.split())  # Rich wraps long lines
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "resources: a round needs 2 CPUs and 128 GPUs" in out
+    assert re.search(r"gpus_per_worker=64\); the cluster has \d+ CPUs and \d+ GPUs", out), out
+    assert not (tmp_path / "store").exists()  # nothing ran
