@@ -97,6 +97,7 @@ def run(
     from orchestrator.settings import Settings
     from orchestrator.spec import SpecError, load_spec
     from orchestrator.stages import StageError
+    from orchestrator.storage import StorageError
     from workers.checkpoint import CheckpointError
     from workers.data import DatasetError
     from workers.features import FeatureNetError
@@ -126,7 +127,7 @@ def run(
         except SpecError as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(2) from exc
-        except (StageError, DatasetError, CheckpointError, FeatureNetError) as exc:
+        except (StageError, StorageError, DatasetError, CheckpointError, FeatureNetError) as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from exc
     console.print(round_table(report))

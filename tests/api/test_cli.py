@@ -77,3 +77,14 @@ def test_run_refuses_a_round_its_local_ray_cannot_hold(tmp_path):
     assert "resources: a round needs 2 CPUs and 128 GPUs" in out
     assert re.search(r"gpus_per_worker=64\); the cluster has \d+ CPUs and \d+ GPUs", out), out
     assert not (tmp_path / "store").exists()  # nothing ran
+
+
+def test_run_with_unusable_storage_is_one_error_line(tmp_path):
+    spec = tmp_path / "bad-storage.yaml"
+    (tmp_path / "a-file").write_text("")  # storage under a file: no directory can be made
+    spec.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "a-file" / "store")}))
+    proc = _cli("run", str(spec))
+    flat = "".join(proc.stdout.split())  # Rich wraps long lines, even inside a path
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"error:cannotread{tmp_path}/a-file/store/campaigns/cli-tiny/spec.json" in flat, flat
+    assert "Notadirectory" in flat and "Traceback" not in proc.stdout + proc.stderr
