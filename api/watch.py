@@ -14,6 +14,7 @@ from api.client import ApiError, Client
 
 FINAL = {"succeeded", "failed", "cancelled"}
 RECONNECTS = 30
+RETRY_S = 2.0
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -81,10 +82,14 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
     shown: dict[int, str] = {}
     last: dict[str, Any] = {}
     status_shown = ""
+    lost = False  # the API is unreachable (since the last failed attempt)
     with bars:
         for attempt in range(RECONNECTS):
             try:
                 for event, data in client.events(campaign_id):
+                    if lost:
+                        console.print("the API answers again; following the campaign")
+                        lost = False
                     if event != "campaign":
                         continue
                     last = data
@@ -117,7 +122,14 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
             except ApiError as exc:
                 if exc.status is not None or attempt == RECONNECTS - 1:
                     raise
-            time.sleep(2.0)  # the stream broke (API restarting?): follow it again
+                if not lost:  # once per outage: a silent wait looks like a hang
+                    console.print(
+                        f"{exc}; trying again every {RETRY_S:g} s, for up to "
+                        f"{RECONNECTS * RETRY_S:g} s",
+                        soft_wrap=True,
+                    )
+                lost = True
+            time.sleep(RETRY_S)  # the stream broke (API restarting?): follow it again
     if not last:
         raise ApiError(f"no events from campaign {campaign_id}")
     c = last["campaign"]

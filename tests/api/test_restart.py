@@ -42,6 +42,7 @@ def test_api_and_driver_die_mid_campaign_and_the_campaign_completes(
     auth = {"Authorization": f"Bearer {token}"}
     server = ApiServer(env, tmp_path / "serve.log")
     server.start()
+    watcher: subprocess.Popen[str] | None = None
     try:
         distill = {"updates": UPDATES, "checkpoint_every": 50}
         spec = TINY | {"name": "api-restart", "distill": distill}
@@ -57,6 +58,14 @@ def test_api_and_driver_die_mid_campaign_and_the_campaign_completes(
                 context=server.tail,
             )
 
+        # A user follows the campaign through everything below.
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "watch", cid],
+            env=env | {"PDISTILL_API_TOKEN": token, "PDISTILL_API_URL": server.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         # 1. The API dies. The campaign's driver is a Ray Job: it goes on.
         server.kill()
         first = f"pdistill-{cid}-a1"
@@ -94,8 +103,16 @@ def test_api_and_driver_die_mid_campaign_and_the_campaign_completes(
             assert (rnd["status"], rnd["updates_done"]) == ("succeeded", UPDATES)
             assert rnd["fid"] > 0
             second_log = h.get(f"/v1/campaigns/{cid}/logs", params={"lines": 100000}).text
+        watched, _ = watcher.communicate(timeout=120)
     finally:
         server.stop()
+        if watcher is not None and watcher.poll() is None:
+            watcher.kill()
+    # The watcher said it lost the API and found it again, then saw the campaign to its end.
+    assert watcher.returncode == 0, watched
+    assert "trying again every 2 s, for up to 60 s" in watched, watched
+    assert "the API answers again; following the campaign" in watched, watched
+    assert f"campaign {cid} succeeded" in watched, watched
     assert "teacher: training" not in second_log  # finished stages are not run again
     with Store.from_url(db) as store:
         trail = [(e.from_status, e.to_status, e.actor) for e in store.audit(cid)]
