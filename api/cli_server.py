@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from typing import Annotated
@@ -17,6 +18,23 @@ from orchestrator.store import ConflictError, NotFoundError, Store
 
 err = Console(stderr=True)
 token_app = typer.Typer(help="Team tokens (direct store access: PDISTILL_DATABASE_URL).")
+
+
+def refuse_taken_address(host: str, port: int) -> None:
+    """Exit 1 naming the address when it cannot be served on (something listens there), before
+    a Ray head is started for nothing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            err.print(
+                f"[red]error:[/red] cannot serve on {host}:{port} ({exc.strerror}); stop what "
+                "holds it, or choose another with --port or PDISTILL_API_PORT",
+                highlight=False,
+            )
+            raise typer.Exit(1) from exc
 
 
 @contextlib.contextmanager
@@ -79,10 +97,13 @@ def serve(
 ) -> None:
     """Run the control plane: HTTP API, reconciler, and (when PDISTILL_RAY_ADDRESS is unset) a
     local Ray head in its own process, which outlives a crash of this one."""
+    configured = Settings()
+    host, port = host or configured.api_host, port or configured.api_port
+    refuse_taken_address(host, port)
     with control_plane_settings() as settings:
         if settings.admin_token is None:  # (the demo needs none: it prints its team's token)
             err.print("no PDISTILL_ADMIN_TOKEN: only team tokens are accepted", highlight=False)
-        run_api(settings, host=host or settings.api_host, port=port or settings.api_port)
+        run_api(settings, host=host, port=port)
 
 
 def _store() -> Store:

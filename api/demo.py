@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.cli_server import control_plane_settings, run_api
+from api.cli_server import control_plane_settings, refuse_taken_address, run_api
 from api.client import ApiError, Client
 from api.watch import watch
 from orchestrator.settings import Settings
@@ -171,6 +171,7 @@ def demo(
         token_path=settings.state_dir / TOKEN_FILE,
         spec=spec,
     )
+    refuse_taken_address(host, port)
     with control_plane_settings() as resolved:
         threading.Thread(target=presenter.run, name="demo", daemon=True).start()
         try:

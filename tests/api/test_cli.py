@@ -3,9 +3,11 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 TINY = {
@@ -88,3 +90,28 @@ def test_run_with_unusable_storage_is_one_error_line(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"error:cannotread{tmp_path}/a-file/store/campaigns/cli-tiny/spec.json" in flat, flat
     assert "Notadirectory" in flat and "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_taken_port_is_named_before_any_ray_head_starts(tmp_path, command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PDISTILL_", "RAY_"))}
+        env |= {
+            "PDISTILL_STATE_DIR": str(tmp_path / "state"),
+            "PDISTILL_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "api.cli", command, "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    out = " ".join(proc.stderr.split())
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"error: cannot serve on 127.0.0.1:{port} (Address already in use)" in out, out
+    assert "Ray head" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "state" / "ray-head.json").exists()
