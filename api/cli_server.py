@@ -60,7 +60,11 @@ def control_plane_settings() -> Iterator[Settings]:
     err.print(f"{verb} a local Ray head at {head.address} (dashboard {head.dashboard_url})")
     try:
         yield settings.model_copy(
-            update={"ray_address": head.address, "ray_dashboard_url": head.dashboard_url}
+            update={
+                "ray_address": head.address,
+                "ray_dashboard_url": head.dashboard_url,
+                "ray_embedded": True,
+            }
         )
     finally:  # a clean shutdown stops the embedded head (a crash leaves it)
         err.print(f"stopping the local Ray head at {head.address}")

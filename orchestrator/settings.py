@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     # The Ray dashboard / Jobs API (http://HOST:8265); the control plane submits campaigns there
     # (unset: port 8265 on ray_address's host).
     ray_dashboard_url: str | None = None
+    # Set by `pdistill serve` when the cluster is its own embedded head: a cluster that never
+    # grows, so a campaign larger than it is refused at submission instead of waiting for ever.
+    ray_embedded: bool = False
     # A SQLite file by default; an http:// tracking server in production. Never the file store.
     mlflow_tracking_uri: str = Field(default_factory=lambda: f"sqlite:///{HOME / 'mlflow.db'}")
     # Where checkpoints, stage records and artifacts live: a local directory or s3://bucket/prefix.

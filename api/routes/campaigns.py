@@ -23,6 +23,7 @@ from api.schemas import (
 )
 from api.services import Services
 from orchestrator.jobs import Demand
+from orchestrator.ray_link import RayUnavailableError
 from orchestrator.scheduler import cancel_campaign, resume_campaign
 from orchestrator.spec import CampaignSpec, SpecError, parse_spec, plan_rounds
 from orchestrator.store import CampaignStatus, CampaignView, ConflictError, TeamView
@@ -115,6 +116,30 @@ def _validate(data: dict[str, Any], team: TeamView) -> tuple[dict[str, Any], int
     return normalized, priority, spec
 
 
+def _refuse_what_never_fits(svc: Services, spec: dict[str, Any]) -> None:
+    """On the service's own Ray head, which never grows, a campaign whose round needs more than
+    the head has would wait for ever: it is refused instead."""
+    if not svc.settings.ray_embedded:
+        return  # a cluster may grow (autoscaler, new nodes): the campaign waits, saying why
+    try:
+        cpus, gpus = svc.link.totals()
+    except RayUnavailableError:
+        return  # the reconciler says so, and the campaign waits for the head
+    need = Demand.of(spec)
+    if need.cpus <= cpus + 1e-9 and need.gpus <= gpus + 1e-9:
+        return
+    res = spec["resources"]
+    raise InputError.one(
+        ["body", "resources", "workers"],
+        f"a round needs {need.cpus:g} CPUs and {need.gpus:g} GPUs (workers={res['workers']} × "
+        f"cpus_per_worker={res['cpus_per_worker']:g}, gpus_per_worker="
+        f"{res['gpus_per_worker']:g}) but this service's own Ray head has {cpus:g} CPUs and "
+        f"{gpus:g} GPUs and does not grow; allowed: a round within it (PDISTILL_EMBEDDED_RAY_CPUS "
+        "sizes the head, PDISTILL_RAY_ADDRESS names a cluster)",
+        res["workers"],
+    )
+
+
 def _team_for_submit(svc: Services, who: Caller, team: str | None) -> TeamView:
     if who.team is not None:
         if team is not None and team != who.team.name:
@@ -170,6 +195,7 @@ async def submit(
     def create() -> tuple[CampaignOut, bool]:
         owner = _team_for_submit(svc, who, team)
         spec, priority, parsed = _validate(data, owner)
+        _refuse_what_never_fits(svc, spec)
         c, created = svc.store.create_campaign(
             team_id=owner.id,
             name=spec["name"],

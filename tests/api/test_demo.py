@@ -196,6 +196,13 @@ def test_demo_runs_the_campaign_and_serves_the_dashboard(
         1,
     )
     assert r["fid"] > 0 and c["best_fid"] == r["fid"]
+    # The demo's own Ray head never grows: a campaign larger than it is refused, not queued.
+    big = DEMO_SPEC | {"name": "too-big", "resources": {"workers": 8}}
+    auth = {"Authorization": f"Bearer {token}"}
+    resp = httpx.post(f"{first.url}/v1/campaigns", json=big, headers=auth, timeout=30)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"] == ["body", "resources", "workers"], resp.text
+    assert "own Ray head has 2 CPUs and 0 GPUs and does not grow" in resp.json()["message"]
 
     # The dashboard is served by the same process; the demo says where and with which token.
     page = httpx.get(f"{first.url}/", timeout=10)
