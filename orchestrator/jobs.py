@@ -65,6 +65,17 @@ class Demand:
             bundles=(bundle,) * res.workers,
         )
 
+    def beyond(self, cpus: float, gpus: float) -> str | None:
+        """What a round needs, said when it is more than `cpus` and `gpus`; None when it fits."""
+        if self.cpus <= cpus + 1e-9 and self.gpus <= gpus + 1e-9:
+            return None
+        per_worker = dict(self.bundles[0])
+        return (
+            f"a round needs {self.cpus:g} CPUs and {self.gpus:g} GPUs (resources.workers="
+            f"{len(self.bundles)} × cpus_per_worker={per_worker['CPU']:g}, gpus_per_worker="
+            f"{per_worker['GPU']:g})"
+        )
+
 
 def job_env(settings: Settings) -> dict[str, str]:
     """Environment of a campaign's Ray Job: the settings the driver reads, and AWS_* (boto3 and

@@ -69,14 +69,7 @@ def short_of(spec: CampaignSpec) -> str | None:
     Train workers' CPUs and GPUs against the cluster's totals."""
     import ray
 
-    res = spec.resources
-    need = Demand.of(spec.model_dump(mode="json"))
     have = ray.cluster_resources()
     cpus, gpus = float(have.get("CPU", 0.0)), float(have.get("GPU", 0.0))
-    if need.cpus <= cpus + 1e-9 and need.gpus <= gpus + 1e-9:
-        return None
-    return (
-        f"a round needs {need.cpus:g} CPUs and {need.gpus:g} GPUs (resources.workers="
-        f"{res.workers} × cpus_per_worker={res.cpus_per_worker:g}, "
-        f"gpus_per_worker={res.gpus_per_worker:g}); the cluster has {cpus:g} CPUs and {gpus:g} GPUs"
-    )
+    need = Demand.of(spec.model_dump(mode="json")).beyond(cpus, gpus)
+    return None if need is None else f"{need}; the cluster has {cpus:g} CPUs and {gpus:g} GPUs"

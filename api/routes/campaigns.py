@@ -125,18 +125,14 @@ def _refuse_what_never_fits(svc: Services, spec: dict[str, Any]) -> None:
         cpus, gpus = svc.link.totals()
     except RayUnavailableError:
         return  # the reconciler says so, and the campaign waits for the head
-    need = Demand.of(spec)
-    if need.cpus <= cpus + 1e-9 and need.gpus <= gpus + 1e-9:
+    if (need := Demand.of(spec).beyond(cpus, gpus)) is None:
         return
-    res = spec["resources"]
     raise InputError.one(
         ["body", "resources", "workers"],
-        f"a round needs {need.cpus:g} CPUs and {need.gpus:g} GPUs (workers={res['workers']} × "
-        f"cpus_per_worker={res['cpus_per_worker']:g}, gpus_per_worker="
-        f"{res['gpus_per_worker']:g}) but this service's own Ray head has {cpus:g} CPUs and "
-        f"{gpus:g} GPUs and does not grow; allowed: a round within it (PDISTILL_EMBEDDED_RAY_CPUS "
-        "sizes the head, PDISTILL_RAY_ADDRESS names a cluster)",
-        res["workers"],
+        f"{need} but this service's own Ray head has {cpus:g} CPUs and {gpus:g} GPUs and does "
+        "not grow; allowed: a round within it (PDISTILL_EMBEDDED_RAY_CPUS sizes the head, "
+        "PDISTILL_RAY_ADDRESS names a cluster)",
+        spec["resources"]["workers"],
     )
 
 
