@@ -247,7 +247,7 @@ def describe(snap: Snapshot) -> str:
         return f"all {len(c.plan)} rounds trained; evaluating and reporting"
     p = c.plan[len(done)]
     head = f"round {p.round}/{len(c.plan)} ({p.teacher_steps}→{p.student_steps} steps)"
-    if snap.record(f"round-{p.round}-tune") is None:
+    if c.spec.tune.enabled and snap.record(f"round-{p.round}-tune") is None:
         return f"{head}: tuning LR"
     history = snap.history(f"campaign/{c.spec.name}/round-{p.round}", "train/loss")
     return f"{head}: training, {latest(history, p.updates)}"

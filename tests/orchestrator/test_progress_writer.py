@@ -82,6 +82,8 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         # The teacher is ready; round 1 trains, and restarted after update 20 (MLflow gives the
         # history in no set order): its progress is that of the attempt running now.
         c.write_record("teacher", {"uri": "unused", "train_seconds": 1.0, "final_loss": 0.25})
+        # No LR search in this spec: the round goes straight to training.
+        assert describe(Snapshot(c, tracker)) == "round 1/2 (4→2 steps): training, starting"
         c.write_record("round-1-tune", {"lr": 1e-4, "init_checkpoint": None})
         round_run = c.round_run(tracker, plan[0])
         for step, loss in [(10, 0.4), (20, 0.3), (10, 0.35)]:
