@@ -20,7 +20,7 @@ from pydantic import (
 
 from workers.accel import FastPath
 from workers.config import TeacherTrainConfig
-from workers.data import BUILTINS, image_shape, local_path
+from workers.data import BUILTINS, local_path, peek
 from workers.parameterization import ModelOutput, Weighting
 from workers.unet import PRESETS, UNetConfig, preset_config
 
@@ -204,12 +204,13 @@ class EvaluationSpec(_Frozen):
 class CampaignSpec(_Frozen):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     dataset: str
-    model: ModelSpec = Field(default_factory=ModelSpec)
+    # Checked against the dataset even when left out (validate_default): the defaults may not fit.
+    model: ModelSpec = Field(default_factory=ModelSpec, validate_default=True)
     diffusion: DiffusionSpec = Field(default_factory=DiffusionSpec)
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     steps: StepsSpec = Field(default_factory=StepsSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, validate_default=True)
     tune: TuneSpec = Field(default_factory=TuneSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     quality_gate: QualityGateSpec = Field(default_factory=QualityGateSpec)
@@ -237,9 +238,24 @@ class CampaignSpec(_Frozen):
         # Checked here where the images' shape is known without loading them (builtins, local
         # files); an s3:// dataset is checked when the campaign loads it (`unet_config`).
         dataset = info.data.get("dataset")
-        if dataset is not None and (shape := image_shape(dataset)) is not None:
+        if dataset is not None and (seen := peek(dataset)) is not None:
             # The output channels (a parameterization's) do not change what fits.
-            v.unet(dataset=dataset, channels=shape[0], side=shape[1], out_channels=shape[0])
+            v.unet(
+                dataset=dataset, channels=seen.channels, side=seen.side, out_channels=seen.channels
+            )
+        return v
+
+    @field_validator("evaluation")
+    @classmethod
+    def _features_have_labels(cls, v: EvaluationSpec, info: ValidationInfo) -> EvaluationSpec:
+        dataset = info.data.get("dataset")
+        seen = peek(dataset) if dataset is not None else None
+        if v.features == "classifier" and seen is not None and not seen.labelled:
+            raise ValueError(
+                f"features 'classifier' is trained on the dataset's labels and {dataset} has "
+                "none; allowed: 'inception', a path/URI of TorchScript Inception weights, or a "
+                "dataset with a 'labels' array"
+            )
         return v
 
 

@@ -208,12 +208,23 @@ def _parse_npz(uri: str, raw: bytes) -> tuple[np.ndarray, np.ndarray | None]:
     return images.transpose(0, 3, 1, 2), labels
 
 
-def image_shape(uri: str) -> tuple[int, int] | None:
-    """(channels, side) of the dataset's images without loading it: a builtin's from its table,
-    a local npz's from the header of its ``images`` array. None where that cannot be told here
-    (``s3://``, or a file that `load_dataset` will refuse with its own reason)."""
+@dataclass(frozen=True)
+class Peek:
+    """What a dataset holds, read without loading its images."""
+
+    channels: int
+    side: int
+    labelled: bool
+
+
+def peek(uri: str) -> Peek | None:
+    """The dataset's image shape and whether it has labels, without loading it: a builtin's from
+    its table, a local npz's from the header of its ``images`` array and its list of arrays.
+    None where that cannot be told here (``s3://``, or a file that `load_dataset` will refuse
+    with its own reason)."""
     if uri.startswith("builtin:"):
-        return BUILTIN_SHAPES.get(uri.removeprefix("builtin:"))
+        known = BUILTIN_SHAPES.get(uri.removeprefix("builtin:"))
+        return None if known is None else Peek(*known, labelled=True)
     path = local_path(uri)
     if path is None:
         return None
@@ -223,11 +234,12 @@ def image_shape(uri: str) -> tuple[int, int] | None:
             major, _ = fmt.read_magic(f)
             read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
             shape, _, _ = read(f)
+            labelled = "labels.npy" in archive.namelist()
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return None
     if len(shape) == 3:
-        return 1, int(shape[1])
-    return (int(shape[3]), int(shape[1])) if len(shape) == 4 else None
+        return Peek(1, int(shape[1]), labelled)
+    return Peek(int(shape[3]), int(shape[1]), labelled) if len(shape) == 4 else None
 
 
 def load_dataset(uri: str) -> ImageDataset:

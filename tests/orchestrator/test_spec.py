@@ -72,6 +72,8 @@ def test_a_model_that_does_not_fit_the_images_names_the_presets_that_do(tmp_path
     )
     assert "preset 'mnist-tiny' with these overrides does not fit" in msg and "3×10×10" in msg
     assert "image_size=10 is not divisible by 4" in msg
+    # The default model is checked too: mnist-small halves twice.
+    assert "model: preset 'mnist-small' does not fit" in _error(dataset=str(odd))
 
 
 def test_a_dataset_only_loading_tells_is_checked_when_loaded(tmp_path):
@@ -81,6 +83,16 @@ def test_a_dataset_only_loading_tells_is_checked_when_loaded(tmp_path):
     spec = parse_spec({**BASE, "dataset": "s3://bucket/digits.npz", "model": {"preset": "cifar10"}})
     with pytest.raises(SpecError, match=r"model: preset 'cifar10' does not fit builtin:digits"):
         unet_config(spec, load_dataset("builtin:digits"))
+
+
+def test_classifier_features_need_a_dataset_with_labels(tmp_path):
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, images=np.zeros((4, 8, 8), dtype=np.uint8))
+    msg = _error(dataset=str(unlabelled), model={"preset": "digits-small"})
+    assert "  evaluation: features 'classifier' is trained on the dataset's labels" in msg
+    assert "'inception'" in msg
+    inception = {"features": "inception"}
+    assert parse_spec({**BASE, "dataset": str(unlabelled), "evaluation": inception})
 
 
 def test_missing_teacher_checkpoint_names_field(tmp_path):

@@ -12,8 +12,9 @@ import torch
 from workers.data import (
     BUILTINS,
     DatasetError,
-    image_shape,
+    Peek,
     load_dataset,
+    peek,
     split_dataset,
     subset,
 )
@@ -45,18 +46,19 @@ def test_builtin_digits() -> None:
     assert ds.labels is not None and ds.num_classes == 10
 
 
-def test_image_shape_is_read_without_loading_the_images(tmp_path: Path) -> None:
+def test_a_peek_reads_shape_and_labels_without_loading_the_images(tmp_path: Path) -> None:
     for name in BUILTINS:  # the builtins' table says what loading them gives
         ds = load_dataset(f"builtin:{name}")
-        assert image_shape(f"builtin:{name}") == (ds.num_channels, ds.image_size)
+        assert peek(f"builtin:{name}") == Peek(ds.num_channels, ds.image_size, labelled=True)
     rgb = np.zeros((3, 10, 10, 3), dtype=np.uint8)
     np.savez_compressed(tmp_path / "rgb.npz", images=rgb)
-    assert image_shape(str(tmp_path / "rgb.npz")) == (3, 10)
-    assert image_shape((_write_npz(tmp_path / "gray.npz", images=_gray(size=7))).as_uri()) == (1, 7)
+    assert peek(str(tmp_path / "rgb.npz")) == Peek(3, 10, labelled=False)
+    gray = _write_npz(tmp_path / "gray.npz", images=_gray(size=7), labels=np.arange(6))
+    assert peek(gray.as_uri()) == Peek(1, 7, labelled=True)
     # Unknown here: load_dataset tells why (or reads it from S3).
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     for uri in ("s3://bucket/data.npz", str(tmp_path / "junk.npz"), str(tmp_path / "none.npz")):
-        assert image_shape(uri) is None
+        assert peek(uri) is None
 
 
 def test_npz_by_path_and_file_uri(tmp_path: Path) -> None:
