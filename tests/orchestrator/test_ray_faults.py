@@ -113,11 +113,17 @@ def _set_saved_seconds(train_run: str, seconds: float, tmp_path) -> int:
     """Rewrite every checkpoint of a Train run in S3 as if its updates had taken `seconds`
     (with the digest its meta.json checks); returns how many it rewrote."""
     s3, bucket = boto3.client("s3"), "pdistill-test"
-    keys = [
+    stored = {
         o["Key"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="store/")
         for o in page.get("Contents", [])
-        if f"/ray/{train_run}/checkpoint_" in o["Key"] and o["Key"].endswith("/updater.pt")
+        if f"/ray/{train_run}/checkpoint_" in o["Key"]
+    }
+    # A checkpoint whose upload the kill cut short has no meta.json: Train never resumes from it.
+    keys = [
+        k
+        for k in stored
+        if k.endswith("/updater.pt") and k.removesuffix("updater.pt") + "meta.json" in stored
     ]
     for key in keys:
         local = tmp_path / "updater.pt"
