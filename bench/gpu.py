@@ -9,12 +9,14 @@ x-prediction, truncated-SNR weights, the paper's CIFAR-10 setting):
 1. correctness: loss and gradients of one distillation update on the same inputs, fast path
    (bf16 autocast, channels_last, torch.compile) against the fp32 path (TF32 off);
 2. the distillation update (2 teacher forwards + student forward and backward + fused Adam):
-   img/s and TFLOP/s for plain fp32 eager (PyTorch's defaults) and for the project's path;
+   img/s and TFLOP/s for plain fp32 eager (PyTorch's defaults), for the compiled networks
+   launched from the host, and for the project's path (the whole update replayed as one CUDA
+   graph), and a check that the graphed updates give the eager updates' losses and weights;
 3. teacher training (dropout 0.2, EMA) img/s on the project's path;
-4. 4-step DDIM sampling img/s at batch 1,024, fp32 eager and the project's path;
+4. 4-step DDIM sampling img/s at batch 1,024: fp32 eager, the compiled student, and the same
+   captured as one CUDA graph (an experiment: the project's sampler does not capture);
 5. where the time goes: the teacher's two forwards alone, one 3×3 conv at the top level, a bf16
-   matmul (the card's measured peak), and a kernel profile of the fast update (`--out`);
-6. with `--graphs`, the experiment of replaying the update's compiled graphs as CUDA graphs.
+   matmul (the card's measured peak), and kernel profiles of the update (`--out`).
 Peak memory per phase. Timings are CUDA-event medians over windows after warm-up (compilation
 happens in the warm-up). The table comes last.
 """
@@ -22,12 +24,15 @@ happens in the warm-up). The table comes last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +46,7 @@ from workers.config import DiffusionConfig
 from workers.distill import distillation_loss, distillation_target
 from workers.sampler import ddim_sample
 from workers.teacher import EMA, diffusion_loss
-from workers.training import Updater, sample_batch
+from workers.training import GRAPH_WARMUP, Updater, sample_batch
 from workers.unet import UNet, UNetConfig, count_parameters, preset_config
 
 DIFFUSION = DiffusionConfig(output="x", weighting="truncated_snr")
@@ -117,6 +122,16 @@ def measure(
     return out
 
 
+@contextlib.contextmanager
+def reported(name: str) -> Iterator[None]:
+    """Run a phase; if it fails, log why (with the traceback's end) and go on to the next."""
+    try:
+        yield
+    except Exception as exc:
+        tb = "".join(traceback.format_exception(exc)[-12:])
+        log(f"{name} FAILED: {type(exc).__name__}: {exc}\n{tb}"[:4000])
+
+
 def bench_config(tiny: bool) -> UNetConfig:
     """The `cifar10` preset (the teacher's dropout 0.2), or a tiny U-Net for the CPU check."""
     if tiny:
@@ -152,24 +167,55 @@ def flops_per_image(cfg: UNetConfig, device: torch.device) -> tuple[float, float
 
 
 def distill_step(
-    student: UNet, teacher: UNet, data: torch.Tensor, batch: int, accel: Accel
+    student: UNet,
+    teacher: UNet,
+    data: torch.Tensor,
+    batch: int,
+    accel: Accel,
+    losses: list[torch.Tensor] | None = None,
 ) -> Callable[[], None]:
-    updater = Updater(student, lr=5e-5, lr_scale=lambda i: 1.0, grad_clip=1.0, what="bench")
+    """One distillation update per call, as the project runs it (`accel.graphs`: one CUDA graph)."""
     gen = torch.Generator(accel.device).manual_seed(1)
+    updater = Updater(student, lr=5e-5, lr_scale=lambda i: 1.0, grad_clip=1.0, what="bench",
+                      graph=accel.graphs, generators=(gen,))  # fmt: skip
+
+    def loss_fn() -> torch.Tensor:
+        x = sample_batch(data, batch_size=batch, generator=gen)
+        return distillation_loss(
+            student, teacher, x=x, student_steps=STUDENT_STEPS, diffusion=DIFFUSION, generator=gen
+        )
 
     def step() -> None:
-        x = sample_batch(data, batch_size=batch, generator=gen)
-        loss = distillation_loss(
-            student,
-            teacher,
-            x=x,
-            student_steps=STUDENT_STEPS,
-            diffusion=DIFFUSION,
-            generator=gen,
-        )
-        updater.step(loss)
+        loss = updater.update(loss_fn)
+        if losses is not None:
+            losses.append(loss)
 
     return step
+
+
+def graph_matches_eager(student: UNet, teacher: UNet, data: torch.Tensor, batch: int,
+                        fast: Accel, updates: int = 8) -> dict[str, float]:  # fmt: skip
+    """The same `updates` updates from the same weights and seed, eager and as graph replays:
+    their losses and their weights' changes agree (to the run-to-run noise of cuDNN)."""
+    start = copy.deepcopy(student.state_dict())
+    runs = []
+    for accel in (replace(fast, graphs=False), fast):
+        student.load_state_dict(start)
+        losses: list[torch.Tensor] = []
+        step = distill_step(student, teacher, data, batch, accel, losses)
+        for _ in range(updates):
+            step()
+        runs.append((torch.stack(losses), {k: v.clone() for k, v in student.state_dict().items()}))
+    (l_eager, w_eager), (l_graph, w_graph) = runs
+    d_eager = torch.cat([(w_eager[k] - start[k]).float().flatten() for k in start])
+    d_graph = torch.cat([(w_graph[k] - start[k]).float().flatten() for k in start])
+    out = {
+        "loss_rel": float(((l_graph - l_eager).abs() / l_eager.abs()).max()),
+        "delta_rel": float((d_graph - d_eager).norm() / d_eager.norm()),
+    }
+    out["ok"] = float(out["loss_rel"] <= 1e-2 and out["delta_rel"] <= 5e-2)
+    student.load_state_dict(start)
+    return out
 
 
 def check(
@@ -253,16 +299,24 @@ def host_syncs(step: Callable[[], None], device: torch.device) -> str:
         torch.cuda.synchronize()
 
 
-def profile(step: Callable[[], None], device: torch.device, path: Path) -> None:
+def profile(step: Callable[[], None], device: torch.device, out: Path) -> None:
+    """Kernel tables of 3 calls of `step`: by name, and the ops by input shape (which copies)."""
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=acts) as prof:
+    with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
         for _ in range(3):
             step()
         sync(device)
-    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=90))
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    (out / "profile.txt").write_text(
+        prof.key_averages().table(sort_by=key, row_limit=80, max_name_column_width=120)
+    )
+    (out / "profile_shapes.txt").write_text(
+        prof.key_averages(group_by_input_shape=True).table(
+            sort_by=key, row_limit=80, max_name_column_width=60, max_shapes_column_width=120
+        )
+    )
 
 
 def main() -> int:
@@ -275,14 +329,17 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list of: teacher,sampling,profile")
     ap.add_argument(
-        "--graphs",
-        action="store_true",
-        help="also time the fast update with its compiled graphs replayed as CUDA graphs "
-        "(Inductor's cudagraph trees; an experiment, not the project's path)",
+        "--cudnn-limit",
+        type=int,
+        default=None,
+        help="torch.backends.cudnn.benchmark_limit: how many convolution algorithms cuDNN times "
+        "per shape (PyTorch's default 10; 0: all of them)",
     )
     ap.add_argument("--out", type=Path, default=None, help="results.json and profile.txt here")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.cudnn_limit is not None:
+        torch.backends.cudnn.benchmark_limit = args.cudnn_limit
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run with --device cpu --tiny for the CPU check", file=sys.stderr)
@@ -300,6 +357,7 @@ def main() -> int:
         "batch": args.batch,
         "sample_batch": args.sample_batch,
         "date": time.strftime("%Y-%m-%d"),
+        "cudnn_benchmark_limit": torch.backends.cudnn.benchmark_limit,
     }
     log(f"{info}")
     fwd, fwd_bwd = flops_per_image(cfg, device)
@@ -338,7 +396,8 @@ def main() -> int:
     del ref
 
     # 2. The distillation update: PyTorch's defaults (fp32 eager, cuDNN's default algorithm
-    # choice), then the project's path.
+    # choice), the compiled networks launched from the host, then the project's path (the same
+    # networks, the whole update replayed as one CUDA graph).
     torch.backends.cudnn.benchmark = False
     s, t = place(copy.deepcopy(student0), plain), place(copy.deepcopy(teacher0), plain)
     eager_step = distill_step(s.train(), t, data, args.batch, plain)
@@ -347,14 +406,27 @@ def main() -> int:
     del s, t, eager_step
     torch.backends.cudnn.benchmark = device.type == "cuda"
     student_f, teacher_f = fast_nets
-    fast_step = distill_step(student_f.train(), teacher_f, data, args.batch, fast)
-    record("distill fast", fast_step, images=args.batch, flop=update_flops)
-    result["speedup"] = rows["distill fast"]["img_s"] / rows["distill fp32 eager"]["img_s"]
-    result["host_syncs"] = syncs = host_syncs(fast_step, device)
-    log(f"host syncs inside the fast update: {syncs}")
+    student_f.train()
+    launched = replace(fast, graphs=False)
+    launched_step = distill_step(student_f, teacher_f, data, args.batch, launched)
+    record("distill compiled", launched_step, images=args.batch, flop=update_flops)
     if args.out and "profile" not in skip:
-        profile(fast_step, device, args.out / "profile.txt")
-        log(f"kernel profile in {args.out / 'profile.txt'}")
+        profile(launched_step, device, args.out)
+        log(f"kernel profiles in {args.out}/profile*.txt")
+    del launched_step
+    fast_step = distill_step(student_f, teacher_f, data, args.batch, fast)
+    syncs = "not measured"
+    with reported("distill fast"):
+        record("distill fast", fast_step, images=args.batch, flop=update_flops,
+               warmup=GRAPH_WARMUP + 2)  # fmt: skip
+        result["host_syncs"] = syncs = host_syncs(fast_step, device)
+        log(f"host syncs inside the fast update: {syncs}")
+    del fast_step
+    if fast.graphs:
+        with reported("graph check"):
+            result["graph_check"] = graph_matches_eager(student_f, teacher_f, data, args.batch,
+                                                        fast)  # fmt: skip
+            log(f"graph replays vs eager updates: {result['graph_check']}")
     tgen = torch.Generator(device).manual_seed(3)
 
     def target_only() -> None:
@@ -364,39 +436,28 @@ def main() -> int:
 
     record("teacher 2 fwd (fast)", target_only, images=args.batch, flop=2 * fwd)
 
-    # 2b. The experiment: the same update with the networks' graphs replayed as CUDA graphs,
-    # which takes the host's kernel launches out of the loop (run 2 above: partly host-bound).
-    if args.graphs:
-        try:
-            graphed = [place(copy.deepcopy(n), fast) for n in (student0, teacher0)]
-            for net in graphed:
-                options = {"force_layout_optimization": True, "triton.cudagraphs": True}
-                net.compile(dynamic=False, options=options)
-            step = distill_step(graphed[0].train(), graphed[1], data, args.batch, fast)
-
-            def graphed_step() -> None:
-                torch.compiler.cudagraph_mark_step_begin()  # a new iteration: reuse buffers
-                step()
-
-            record("distill fast + graphs", graphed_step, images=args.batch, flop=update_flops)
-            del graphed, step
-        except Exception as exc:  # an experiment: report it, keep the rest of the run
-            log(f"distill fast + graphs failed: {type(exc).__name__}: {exc}"[:2000])
-
     # 3. 4-step DDIM sampling at batch 1,024 (the student, eval mode).
     if "sampling" not in skip:
         noise = torch.randn((args.sample_batch, cfg.in_channels, cfg.image_size, cfg.image_size),
                             generator=tgen, device=device)  # fmt: skip
+
+        def sample(net: UNet = student_f) -> torch.Tensor:
+            return ddim_sample(net, noise=noise, num_steps=SAMPLE_STEPS, output="x")
+
+        record("sample fast", sample, images=args.sample_batch, flop=SAMPLE_STEPS * fwd,
+               warmup=2, iters=2)  # fmt: skip
+        if fast.graphs:
+            with reported("sample fast + graph"):
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    sample()
+                record("sample fast + graph", graph.replay, images=args.sample_batch,
+                       flop=SAMPLE_STEPS * fwd, warmup=1, iters=2)  # fmt: skip
+                del graph
+        torch.backends.cudnn.benchmark = False
         plain_student = place(copy.deepcopy(student0), plain)
-        for name, net, is_fast in (("sample fast", student_f, True),
-                                   ("sample fp32 eager", plain_student, False)):  # fmt: skip
-            torch.backends.cudnn.benchmark = is_fast and device.type == "cuda"
-
-            def sample(net: UNet = net) -> None:
-                ddim_sample(net, noise=noise, num_steps=SAMPLE_STEPS, output="x")
-
-            record(name, sample, images=args.sample_batch, flop=SAMPLE_STEPS * fwd,
-                   warmup=2 if is_fast else 1, iters=2 if is_fast else 1)  # fmt: skip
+        record("sample fp32 eager", lambda: sample(plain_student), images=args.sample_batch,
+               flop=SAMPLE_STEPS * fwd, warmup=1, iters=1)  # fmt: skip
         del plain_student
         torch.backends.cudnn.benchmark = device.type == "cuda"
 
@@ -406,14 +467,16 @@ def main() -> int:
         ema = EMA(net, 0.9999)
         prepare(net, fast)
         updater = Updater(net, lr=2e-4, lr_scale=lambda i: 1.0, grad_clip=1.0, what="bench",
-                          after_step=ema.update)  # fmt: skip
+                          after_step=ema.update, graph=fast.graphs, generators=(tgen,))  # fmt: skip
         net.train()
 
-        def teacher_step() -> None:
+        def teacher_loss() -> torch.Tensor:
             x = sample_batch(data, batch_size=args.batch, generator=tgen)
-            updater.step(diffusion_loss(net, x=x, diffusion=DIFFUSION, generator=tgen))
+            return diffusion_loss(net, x=x, diffusion=DIFFUSION, generator=tgen)
 
-        record("teacher train fast", teacher_step, images=args.batch, flop=fwd_bwd)
+        with reported("teacher train fast"):
+            record("teacher train fast", lambda: updater.update(teacher_loss), images=args.batch,
+                   flop=fwd_bwd, warmup=GRAPH_WARMUP + 2)  # fmt: skip
         del net, ema, updater
 
     # 5. The card's ceilings.
@@ -429,14 +492,21 @@ def main() -> int:
     for name, row in rows.items():
         print(f"{name:<24}{row['img_s']:>10,.0f}{row['tflops']:>10.1f}{row['spread']:>8.1%}"
               f"{row['peak_gib']:>10.1f}{row['warmup_s']:>8.0f}")  # fmt: skip
-    print(f"distill fast / fp32 eager: {result['speedup']:.2f}x")
+    if "distill fast" in rows:
+        result["speedup"] = rows["distill fast"]["img_s"] / rows["distill fp32 eager"]["img_s"]
+        print(f"distill fast / fp32 eager: {result['speedup']:.2f}x")
     print(f"bf16 matmul {n_fmt(ceil['matmul_tflops'])} TFLOP/s, top-level 3x3 conv "
           f"{n_fmt(ceil['conv_tflops'])} TFLOP/s (bf16, NHWC, batch {args.batch})")  # fmt: skip
     print(f"host syncs inside the fast update: {syncs}")
+    if "graph_check" in result:
+        gc = result["graph_check"]
+        verdict = "PASS" if gc["ok"] else "FAIL"
+        print(f"graph replays vs eager updates: loss rel {gc['loss_rel']:.1e} (≤ 1e-2), weight "
+              f"change rel {gc['delta_rel']:.1e} (≤ 5e-2): {verdict}")  # fmt: skip
     print(f"correctness: loss rel {checked['loss_rel']:.1e} (≤ {LOSS_RTOL}), grad rel "
           f"{checked['grad_rel']:.1e} (≤ {GRAD_RTOL}), cos {checked['grad_cos']:.5f} "
           f"(≥ {GRAD_MIN_COS}): {'PASS' if checked['ok'] else 'FAIL'}")  # fmt: skip
-    return 0 if checked["ok"] else 1
+    return 0 if checked["ok"] and result.get("graph_check", {"ok": 1})["ok"] else 1
 
 
 def n_fmt(x: float) -> str:

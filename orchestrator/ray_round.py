@@ -159,12 +159,17 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     model = prepare_model(prepare(student, accel))  # DDP when world > 1
     shard = shard.to(device)
     updates = job.updates
+    # Re-seeded from the update count, so a resumed run draws fresh batches deterministically.
+    done = int(updater_state["done"]) if updater_state is not None else 0
+    gen = torch.Generator(device).manual_seed(job.seed * 1_000_003 + rank * 7919 + done)
     updater = Updater(
         model,
         lr=job.lr,
         lr_scale=lambda i: max(0.0, 1.0 - i / updates),
         grad_clip=job.grad_clip,
         what=f"{job.name}",
+        graph=accel.graphs and world == 1,  # DDP's all-reduce stays outside a CUDA graph
+        generators=(gen,),
     )
     if updater_state is not None:
         updater.load_state_dict(updater_state)
@@ -173,8 +178,6 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     val_x = val_ds.images[:VAL_PAIRS].to(device)
     val_eps = torch.randn(val_x.shape, generator=vgen)
     val_i = torch.randint(0, job.student_steps, (val_x.shape[0],), generator=vgen)
-    # Re-seeded from the update count, so a resumed run draws fresh batches deterministically.
-    gen = torch.Generator(device).manual_seed(job.seed * 1_000_003 + rank * 7919 + updater.done)
     per_rank = max(1, job.batch_size // world)
     window: list[torch.Tensor] = []
     tracker = (
@@ -184,13 +187,16 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     # Loop time across resumes (the checkpoint keeps it): a round's train_seconds, as the
     # teacher's and local-run's, whichever driver or Train worker ran the updates.
     start, before = time.perf_counter(), updater.seconds
-    while updater.done < job.stop_at:
+
+    def loss_fn() -> torch.Tensor:
         x = sample_batch(shard, batch_size=per_rank, generator=gen)
-        loss = distillation_loss(
+        return distillation_loss(
             model, teacher, x=x, student_steps=job.student_steps, diffusion=diffusion, generator=gen
         )
-        updater.step(loss)  # no host sync: a non-finite update is skipped and noted
-        window.append(loss.detach())
+
+    while updater.done < job.stop_at:
+        # No host sync: a non-finite update is skipped and noted.
+        window.append(updater.update(loss_fn))
         if updater.done % job.report_every and updater.done != job.stop_at:
             continue
         # Every rank must agree to stop, or the others wait in DDP's all-reduce forever. The

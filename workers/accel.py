@@ -5,7 +5,7 @@ One code path serves CPU and GPU. `choose(mode, device)` resolves a spec's `fast
 accel)` moves a U-Net there and switches on what the `Accel` says. Only the networks change:
 the schedule, the DDIM steps, the distillation target's inversion and the loss stay in fp32
 (the U-Net casts its output back to fp32), and the training loop never waits for the device
-(see `Updater`).
+(see `Updater`). On a GPU the whole update is also replayed as one CUDA graph (`graphs`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class Accel:
     bf16: bool  # the networks' convolutions, matmuls and attention under bf16 autocast
     channels_last: bool  # NHWC activations and weights (what the tensor cores want)
     compile: bool  # torch.compile of each network (fuses GroupNorm, SiLU, FiLM, residuals)
+    # The whole update captured once as a CUDA graph and replayed (`Updater`; CUDA only, and
+    # not under DDP, whose all-reduce the capture does not hold).
+    graphs: bool = False
 
     @property
     def on(self) -> bool:
@@ -43,7 +46,8 @@ def choose(mode: FastPath = "auto", device: torch.device | str | None = None) ->
         raise ValueError(f"fast_path {mode!r} is not one of {FAST_PATHS}")
     dev = torch.device(device) if device is not None else default_device()
     on = mode == "on" or (mode == "auto" and dev.type == "cuda")
-    return Accel(device=dev, bf16=on, channels_last=on, compile=on)
+    graphs = on and dev.type == "cuda"
+    return Accel(device=dev, bf16=on, channels_last=on, compile=on, graphs=graphs)
 
 
 def place(net: UNet, accel: Accel) -> UNet:

@@ -117,7 +117,7 @@ def distill_round(
     data = data.to(accel.device)
     gen = torch.Generator(device=accel.device).manual_seed(config.seed)
 
-    def loss_fn(_: int) -> Tensor:
+    def loss_fn() -> Tensor:
         x = sample_batch(data, batch_size=config.batch_size, generator=gen)
         return distillation_loss(
             student,
@@ -139,4 +139,6 @@ def distill_round(
         log_every=config.log_every,
         what=f"distillation to {config.student_steps} steps",
         on_progress=on_progress,
+        graph=accel.graphs,
+        generators=(gen,),
     )

@@ -97,7 +97,7 @@ def train_teacher(
         gen.set_state(resume["generator"])
     warmup = max(config.warmup_updates, 1)
 
-    def loss_fn(_: int) -> Tensor:
+    def loss_fn() -> Tensor:
         x = sample_batch(data, batch_size=config.batch_size, generator=gen)
         return diffusion_loss(net, x=x, diffusion=diffusion, generator=gen)
 
@@ -120,5 +120,7 @@ def train_teacher(
         resume=None if resume is None else resume["updater"],
         on_checkpoint=checkpoint,
         checkpoint_every=config.save_every,
+        graph=accel.graphs,
+        generators=(gen,),
     )
     return ema.module, result

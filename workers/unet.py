@@ -151,10 +151,48 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _norm(channels: int) -> nn.GroupNorm:
+def _nhwc(x: Tensor) -> bool:
+    """Whether `x` [B, C, H, W] is laid out channels_last (and not also plain contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` that keeps a channels_last input channels_last.
+
+    PyTorch's kernel returns a channels_last input as NCHW, so in a compiled NHWC network the
+    strides around every norm disagreed with the convolutions': the compiled graphs then copied
+    activations and gradients between the two layouts at each convolution. Here a channels_last
+    input is normalised over NHWC views, with the same parameters, the same result (statistics
+    in fp32, as autocast runs GroupNorm) and no copy; any other input takes PyTorch's kernel.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or not _nhwc(x):
+            return super().forward(x)
+        B, C, H, W = x.shape
+        g = self.num_groups
+        h = x.permute(0, 2, 3, 1).reshape(B, H * W, g, C // g)  # a view of the NHWC memory
+        if h.dtype in (torch.float16, torch.bfloat16):
+            h = h.float()
+        var, mean = torch.var_mean(h, dim=(1, 3), correction=0, keepdim=True)
+        y = ((h - mean) * torch.rsqrt(var + self.eps)).reshape(B, H, W, C)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y.permute(0, 3, 1, 2)
+
+
+def _norm(channels: int) -> GroupNorm:
     """GroupNorm with the largest group count <= 32 that divides `channels`."""
     groups = next(g for g in range(min(32, channels), 0, -1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
+    return GroupNorm(groups, channels)
+
+
+def _cat_channels(a: Tensor, b: Tensor) -> Tensor:
+    """torch.cat along channels, written channels_last when `a` is (a compiled graph would
+    otherwise choose NCHW for it and copy it back for the convolution that reads it)."""
+    if _nhwc(a):
+        return torch.cat([a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)], dim=3).permute(0, 3, 1, 2)
+    return torch.cat([a, b], dim=1)
 
 
 def _zero(module: nn.Conv2d) -> nn.Conv2d:
@@ -228,10 +266,16 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
-        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each [B, heads, HW, C/heads]
-        h = F.scaled_dot_product_attention(q, k, v)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)
+        heads, d = self.num_heads, C // self.num_heads
+        qkv = self.qkv(self.norm(x))  # channels ordered (q/k/v, head, d)
+        if _nhwc(qkv):  # views of the NHWC memory both ways, in the forward and the backward
+            qkv = qkv.permute(0, 2, 3, 1).reshape(B, H * W, 3, heads, d).permute(2, 0, 3, 1, 4)
+            h = F.scaled_dot_product_attention(*qkv.unbind(0))  # [B, heads, HW, d]
+            h = h.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)
+        else:
+            q, k, v = qkv.reshape(B, 3, heads, d, H * W).transpose(-1, -2).unbind(dim=1)
+            h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, d]
+            h = h.transpose(-1, -2).reshape(B, C, H, W)
         return x + self.proj(h)
 
 
@@ -331,6 +375,6 @@ class UNet(nn.Module):
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
         for stage, takes_skip in zip(self.up, self.up_takes_skip, strict=True):
             if takes_skip:
-                h = torch.cat([h, skips.pop()], dim=1)
+                h = _cat_channels(h, skips.pop())
             h = stage(h, emb)
         return self.conv_out(F.silu(self.norm_out(h)))

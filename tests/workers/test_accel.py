@@ -38,8 +38,9 @@ def test_choose_resolves_the_spec_setting():
     assert not choose("auto", "cpu").on  # CPU: plain fp32 eager unless asked
     assert choose("on", "cpu") == Accel(CPU, bf16=True, channels_last=True, compile=True)
     assert choose("auto", "cuda") == Accel(
-        torch.device("cuda"), bf16=True, channels_last=True, compile=True
+        torch.device("cuda"), bf16=True, channels_last=True, compile=True, graphs=True
     )
+    assert not choose("on", "cpu").graphs  # CUDA graphs need CUDA
     assert not choose("off", "cuda").on
     with pytest.raises(ValueError, match=r"fast_path 'fast' is not one of \('auto', 'on', 'off'\)"):
         choose("fast", "cpu")  # type: ignore[arg-type]
@@ -114,9 +115,9 @@ def test_a_non_finite_update_is_skipped_on_the_device_and_reported_at_the_log_po
     bad = 3  # the 3rd update's loss is NaN
     seen: list[torch.Tensor] = []
 
-    def loss_fn(i: int) -> torch.Tensor:
+    def loss_fn() -> torch.Tensor:
         seen.append(net.w.detach().clone())
-        scale = float("nan") if i + 1 == bad else 1.0
+        scale = float("nan") if len(seen) == bad else 1.0
         return (net.w * scale).square().sum()
 
     with pytest.raises(DivergedError, match="loss is nan at update 3") as info:
@@ -165,3 +166,29 @@ def test_prepare_keeps_checkpoint_keys():
     keys = list(net.state_dict())
     prepare(net, Accel(CPU, bf16=False, channels_last=True, compile=True))
     assert list(net.state_dict()) == keys
+
+
+def test_updater_state_is_plain_numbers_and_resumes_the_schedule():
+    """A saved state holds floats where a CUDA graph keeps device tensors (the learning rate),
+    so it loads with or without a graph; a resumed Updater continues the schedule and count."""
+    net = Scaled()
+    updater = Updater(net, lr=0.1, lr_scale=lambda i: 1.0 / (i + 1), grad_clip=1.0, what="toy")
+    for _ in range(3):
+        loss = updater.update(lambda: net.w.square().sum())
+        assert loss.requires_grad is False and loss.shape == ()
+    state = updater.state_dict()
+    assert isinstance(state["opt"]["param_groups"][0]["lr"], float)
+    assert all(isinstance(v, float) for v in state["sched"]["_last_lr"])
+    net2 = Scaled()
+    resumed = Updater(net2, lr=0.1, lr_scale=lambda i: 1.0 / (i + 1), grad_clip=1.0, what="toy")
+    resumed.load_state_dict(state)
+    assert resumed.done == 3 and resumed.opt.param_groups[0]["lr"] == pytest.approx(0.1 / 4)
+    # The device's update count follows: a NaN at the next update is reported as update 4.
+    resumed.step(net2.w.sum() * float("nan"))
+    err = resumed.divergence()
+    assert err is not None and err.update == 4
+
+
+def test_a_cuda_graph_needs_a_cuda_device():
+    with pytest.raises(ValueError, match="graph=True needs the model on a CUDA device, not cpu"):
+        Updater(Scaled(), lr=0.1, lr_scale=lambda i: 1.0, grad_clip=1.0, what="toy", graph=True)

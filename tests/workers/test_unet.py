@@ -7,6 +7,7 @@ import torch
 
 from workers.unet import (
     PRESETS,
+    GroupNorm,
     UNet,
     UNetConfig,
     count_parameters,
@@ -187,3 +188,50 @@ def test_same_seed_same_weights() -> None:
     assert any(
         not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True)
     )
+
+
+def test_group_norm_keeps_channels_last_and_matches_pytorchs() -> None:
+    torch.manual_seed(0)
+    norm = GroupNorm(4, 16)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 16, 5, 7)
+    nhwc = x.to(memory_format=torch.channels_last)
+    out = norm(nhwc)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    ref = torch.nn.functional.group_norm(nhwc, 4, norm.weight, norm.bias, norm.eps)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm(x), ref)  # NCHW input: PyTorch's kernel
+    # bf16 activations are normalised in fp32, as CUDA autocast runs GroupNorm.
+    assert norm(nhwc.bfloat16()).dtype == torch.float32
+
+
+def test_channels_last_network_is_the_same_function_and_stays_channels_last() -> None:
+    """The NHWC paths (norms, skip concatenation, multi-head attention) compute what the NCHW
+    paths do, with the same weights, and keep the activations channels_last."""
+    cfg = UNetConfig(image_size=8, in_channels=3, out_channels=3, ch=16, ch_mult=(1, 2),
+                     num_res_blocks=1, attn_resolutions=(4, 8), num_heads=2)  # fmt: skip
+    torch.manual_seed(0)
+    net = UNet(cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)  # the zero-initialised output layers would hide the paths
+    nhwc = UNet(cfg)
+    nhwc.load_state_dict(net.state_dict())
+    nhwc.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    z_t, logsnr = torch.randn(4, 3, 8, 8), torch.linspace(-5.0, 5.0, 4)
+    seen: list[torch.Tensor] = []
+    hook = nhwc.mid_attn.register_forward_hook(lambda m, i, o: seen.append(o))
+    out, ref = nhwc(z_t, logsnr), net(z_t, logsnr)
+    hook.remove()
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert not seen[0].is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    g_nhwc = torch.cat([p.grad.flatten() for p in nhwc.parameters() if p.grad is not None])
+    g_ref = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+    assert g_nhwc.shape == g_ref.shape == (count_parameters(net),)
+    assert (g_nhwc - g_ref).norm() / g_ref.norm() < 1e-5
