@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,6 +18,12 @@ DEFAULT_CACHE = Path.home() / ".cache" / "pdistill"
 @app.callback()
 def _root() -> None:
     """pdistill: distil a many-step diffusion teacher into a few-step student."""
+
+
+def fail(message: object, code: int) -> NoReturn:
+    """Print one `error:` line (no traceback) and leave with `code` (2: bad input, 1: it failed)."""
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
 
 
 def round_table(report: dict[str, Any]) -> Table:
@@ -68,17 +74,14 @@ def local_run(
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        raise typer.Exit(2) from exc
+        fail(exc, 2)
     try:
         with RichProgress(console) as progress:
             report = run_local(spec, out=out, cache_dir=cache_dir, progress=progress)
     except SpecError as exc:  # what only the loaded data could tell (an s3:// dataset's shape)
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        fail(exc, 2)
     except (RunError, DatasetError, CheckpointError, FeatureNetError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        fail(exc, 1)
     console.print(round_table(report))
     console.print(f"report: {out / 'report.json'}   plot: {out / 'fid_vs_steps.png'}")
 
@@ -97,7 +100,7 @@ def run(
     from orchestrator.settings import Settings
     from orchestrator.spec import SpecError, load_spec
     from orchestrator.stages import StageError
-    from orchestrator.storage import StorageError
+    from orchestrator.storage import Storage, StorageError
     from workers.checkpoint import CheckpointError
     from workers.data import DatasetError
     from workers.features import FeatureNetError
@@ -105,31 +108,31 @@ def run(
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        fail(exc, 2)
     settings = Settings()
+    try:  # before a Ray head starts: a wrong endpoint is named in a second, not after minutes
+        Storage(spec.storage or settings.storage_uri).probe()
+    except StorageError as exc:
+        fail(exc, 1)
     with connect(settings) as where:
         console.log(
             f"campaign {spec.name} on {where}; storage {spec.storage or settings.storage_uri}"
         )
         if (why := short_of(spec)) is not None:
             if not settings.ray_address:  # a Ray of this machine's size: it would wait forever
-                console.print(
-                    f"[red]error:[/red] resources: {why}. Lower resources.workers or "
+                fail(
+                    f"resources: {why}. Lower resources.workers or "
                     "resources.cpus_per_worker/gpus_per_worker, or set PDISTILL_RAY_ADDRESS to "
                     "a larger cluster",
-                    highlight=False,
+                    2,
                 )
-                raise typer.Exit(2)
             console.log(f"waiting for the cluster to grow: {why}")
         try:
             report = run_campaign(spec, settings, on_status=console.log)
         except SpecError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from exc
+            fail(exc, 2)
         except (StageError, StorageError, DatasetError, CheckpointError, FeatureNetError) as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from exc
+            fail(exc, 1)
     console.print(round_table(report))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

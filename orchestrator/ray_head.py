@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +41,7 @@ class Head:
     dashboard_url: str  # http://127.0.0.1:PORT, the Jobs API
     token: str
     log: str
+    temp_dir: str = ""  # Ray's sessions and sockets, removed with the head (kept: `log`)
 
     def env(self) -> dict[str, str]:
         """What a process needs in its environment to talk to this head."""
@@ -157,6 +159,7 @@ def start(
         dashboard_url=f"http://127.0.0.1:{dashboard}",
         token=token,
         log=str(log),
+        temp_dir=temp_dir,
     )
     deadline = time.monotonic() + timeout_s
     try:
@@ -173,19 +176,21 @@ def start(
 
 def stop(head: Head, timeout_s: float = 3.0) -> None:
     """Stop the head: SIGTERM to its process group (`ray start --block`, the GCS, the raylet,
-    the dashboard), SIGKILL to what is left after `timeout_s`. Workers run in sessions of their
-    own and exit by themselves once their raylet is gone."""
-    if not _alive(head.pid):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while _alive(head.pid):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGKILL)  # the group may outlive its leader
+    the dashboard), SIGKILL to what is left after `timeout_s`, then remove its temp dir (each
+    head's held a few MB of Ray's session files, and /tmp kept one per head ever started).
+    Workers run in sessions of their own and exit by themselves once their raylet is gone."""
+    if _alive(head.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(head.pid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # the group may outlive its leader
+    if head.temp_dir:
+        shutil.rmtree(head.temp_dir, ignore_errors=True)
 
 
 def save(head: Head, state_dir: Path) -> Path:

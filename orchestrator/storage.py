@@ -23,6 +23,7 @@ class StorageError(RuntimeError):
 # about 100 s (measured: 10 attempts give up after 26 s, 12 after 102 s), so a short S3 outage
 # delays a checkpoint instead of failing the round.
 S3_ATTEMPTS = 12
+PROBE_TIMEOUT_S = 5.0  # `Storage.probe`: connecting and answering, each
 
 
 class RetryingS3FileSystem(pafs.S3FileSystem):
@@ -69,6 +70,29 @@ class Storage:
             self.fs = pafs.LocalFileSystem()
             self.root = str(Path(root_uri.removeprefix("file://")).expanduser().resolve())
             self.root_uri = self.root
+
+    def probe(self) -> None:
+        """Fail at once, naming the endpoint, where S3 cannot be reached or refuses the request.
+
+        One request without retries: the patient filesystem above spends about 100 s on a wrong
+        endpoint before it says so. A local root and a bucket that does not exist yet pass.
+        """
+        if not isinstance(self.fs, RetryingS3FileSystem):
+            return
+        quick = pafs.S3FileSystem(
+            **self.fs.options,
+            retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts=1),
+            connect_timeout=PROBE_TIMEOUT_S,
+            request_timeout=PROBE_TIMEOUT_S,
+        )
+        try:
+            quick.get_file_info(self.root.split("/")[0])  # the bucket
+        except OSError as exc:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS's default"
+            raise StorageError(
+                f"cannot reach {self.root_uri} (S3 endpoint {endpoint}): {exc}; check "
+                "AWS_ENDPOINT_URL and the AWS credentials"
+            ) from exc
 
     @property
     def is_s3(self) -> bool:

@@ -6,6 +6,7 @@ hash of the uint8 pixels and labels) keys every cache derived from it (classifie
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import zipfile
@@ -228,6 +229,17 @@ def peek(uri: str) -> Peek | None:
     path = local_path(uri)
     if path is None:
         return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _peek_npz(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _peek_npz(path: str, mtime_ns: int, size: int) -> Peek | None:
+    """`peek` of a local npz, kept per file version (a spec's checks ask for it more than once;
+    a file changed since is read again)."""
     fmt = np.lib.format
     try:
         with zipfile.ZipFile(path) as archive, archive.open("images.npy") as f:

@@ -159,7 +159,7 @@ def _nhwc(x: Tensor) -> bool:
 class GroupNorm(nn.GroupNorm):
     """`nn.GroupNorm` that keeps a channels_last input channels_last.
 
-    PyTorch's kernel returns a channels_last input as NCHW, so in a compiled NHWC network the
+    PyTorch's CUDA kernel returns a channels_last input as NCHW, so in a compiled NHWC network the
     strides around every norm disagreed with the convolutions': the compiled graphs then copied
     activations and gradients between the two layouts at each convolution. Here a channels_last
     input is normalised over NHWC views, with the same parameters, the same result (statistics

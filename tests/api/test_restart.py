@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -238,3 +239,6 @@ def test_a_job_connects_to_its_own_head_when_another_ray_started_later(tmp_path:
             ray_head.stop(newer)
     finally:
         ray_head.stop(older)
+    # Each head's temp dir went with it (they used to pile up in /tmp).
+    assert older.temp_dir != newer.temp_dir and older.temp_dir.startswith(tempfile.gettempdir())
+    assert not Path(older.temp_dir).exists() and not Path(newer.temp_dir).exists()

@@ -13,6 +13,7 @@ from workers.data import (
     BUILTINS,
     DatasetError,
     Peek,
+    _peek_npz,
     load_dataset,
     peek,
     split_dataset,
@@ -59,6 +60,16 @@ def test_a_peek_reads_shape_and_labels_without_loading_the_images(tmp_path: Path
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     for uri in ("s3://bucket/data.npz", str(tmp_path / "junk.npz"), str(tmp_path / "none.npz")):
         assert peek(uri) is None
+
+
+def test_a_peek_reads_a_file_once_until_the_file_changes(tmp_path: Path) -> None:
+    path = _write_npz(tmp_path / "d.npz", images=_gray(size=7), labels=np.arange(6))
+    before = _peek_npz.cache_info()
+    assert peek(str(path)) == peek(path.as_uri()) == Peek(1, 7, labelled=True)
+    after = _peek_npz.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    _write_npz(path, images=_gray(size=9))  # the same path, new contents: read again
+    assert peek(str(path)) == Peek(1, 9, labelled=False)
 
 
 def test_npz_by_path_and_file_uri(tmp_path: Path) -> None:
