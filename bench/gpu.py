@@ -24,6 +24,7 @@ happens in the warm-up). The table comes last.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import copy
 import json
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._inductor.config
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -335,11 +337,25 @@ def main() -> int:
         help="torch.backends.cudnn.benchmark_limit: how many convolution algorithms cuDNN times "
         "per shape (PyTorch's default 10; 0: all of them)",
     )
+    ap.add_argument(
+        "--inductor",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set torch._inductor.config.KEY (Python literal VALUE) before anything compiles, "
+        "e.g. coordinate_descent_tuning=True; repeatable",
+    )
     ap.add_argument("--out", type=Path, default=None, help="results.json and profile.txt here")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     if args.cudnn_limit is not None:
         torch.backends.cudnn.benchmark_limit = args.cudnn_limit
+    inductor = dict(item.split("=", 1) for item in args.inductor)
+    for key, value in inductor.items():
+        if not hasattr(torch._inductor.config, key):
+            print(f"--inductor {key}: torch._inductor.config has no such setting", file=sys.stderr)
+            return 2
+        setattr(torch._inductor.config, key, ast.literal_eval(value))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run with --device cpu --tiny for the CPU check", file=sys.stderr)
@@ -358,6 +374,7 @@ def main() -> int:
         "sample_batch": args.sample_batch,
         "date": time.strftime("%Y-%m-%d"),
         "cudnn_benchmark_limit": torch.backends.cudnn.benchmark_limit,
+        "inductor": inductor,
     }
     log(f"{info}")
     fwd, fwd_bwd = flops_per_image(cfg, device)
