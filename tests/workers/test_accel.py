@@ -173,9 +173,11 @@ def test_updater_state_is_plain_numbers_and_resumes_the_schedule():
     so it loads with or without a graph; a resumed Updater continues the schedule and count."""
     net = Scaled()
     updater = Updater(net, lr=0.1, lr_scale=lambda i: 1.0 / (i + 1), grad_clip=1.0, what="toy")
+    updater._lr_on_device()  # the learning rate as a tensor the schedule fills, as with a graph
     for _ in range(3):
         loss = updater.update(lambda: net.w.square().sum())
         assert loss.requires_grad is False and loss.shape == ()
+    assert isinstance(updater.opt.param_groups[0]["lr"], torch.Tensor)
     state = updater.state_dict()
     assert isinstance(state["opt"]["param_groups"][0]["lr"], float)
     assert all(isinstance(v, float) for v in state["sched"]["_last_lr"])
