@@ -94,13 +94,14 @@ def run(
     ] = None,
 ) -> None:
     """Run a campaign on Ray: the cluster at PDISTILL_RAY_ADDRESS, or a local one started now."""
+    from api.cli_server import refuse_unreachable_storage
     from orchestrator.campaign import run_campaign
     from orchestrator.ray_cluster import connect, short_of
     from orchestrator.report import plot_fid_vs_steps
     from orchestrator.settings import Settings
     from orchestrator.spec import SpecError, load_spec
     from orchestrator.stages import StageError
-    from orchestrator.storage import Storage, StorageError
+    from orchestrator.storage import StorageError
     from workers.checkpoint import CheckpointError
     from workers.data import DatasetError
     from workers.features import FeatureNetError
@@ -110,10 +111,7 @@ def run(
     except SpecError as exc:
         fail(exc, 2)
     settings = Settings()
-    try:  # before a Ray head starts: a wrong endpoint is named in a second, not after minutes
-        Storage(spec.storage or settings.storage_uri).probe()
-    except StorageError as exc:
-        fail(exc, 1)
+    refuse_unreachable_storage(spec.storage or settings.storage_uri)  # before a Ray head starts
     with connect(settings) as where:
         console.log(
             f"campaign {spec.name} on {where}; storage {spec.storage or settings.storage_uri}"

@@ -37,6 +37,18 @@ def refuse_taken_address(host: str, port: int) -> None:
             raise typer.Exit(1) from exc
 
 
+def refuse_unreachable_storage(storage_uri: str) -> None:
+    """Exit 1 naming the S3 endpoint when the campaigns' storage cannot be reached, before a Ray
+    head is started (the patient retries would first say so at the first campaign, minutes on)."""
+    from orchestrator.storage import Storage, StorageError
+
+    try:
+        Storage(storage_uri).probe()
+    except StorageError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
 @contextlib.contextmanager
 def control_plane_settings() -> Iterator[Settings]:
     """The service's settings, with the embedded Ray head when PDISTILL_RAY_ADDRESS is unset: a
@@ -104,6 +116,7 @@ def serve(
     configured = Settings()
     host, port = host or configured.api_host, port or configured.api_port
     refuse_taken_address(host, port)
+    refuse_unreachable_storage(configured.storage_uri)
     with control_plane_settings() as settings:
         if settings.admin_token is None:  # (the demo needs none: it prints its team's token)
             err.print("no PDISTILL_ADMIN_TOKEN: only team tokens are accepted", highlight=False)

@@ -25,7 +25,12 @@ import typer
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.cli_server import control_plane_settings, refuse_taken_address, run_api
+from api.cli_server import (
+    control_plane_settings,
+    refuse_taken_address,
+    refuse_unreachable_storage,
+    run_api,
+)
 from api.client import ApiError, Client
 from api.watch import watch
 from orchestrator.settings import Settings
@@ -172,6 +177,7 @@ def demo(
         spec=spec,
     )
     refuse_taken_address(host, port)
+    refuse_unreachable_storage(spec.get("storage") or settings.storage_uri)
     with control_plane_settings() as resolved:
         threading.Thread(target=presenter.run, name="demo", daemon=True).start()
         try:

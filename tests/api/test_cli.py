@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import yaml
+from api_harness import free_port
 
 TINY = {
     "name": "cli-tiny",
@@ -92,20 +93,28 @@ def test_run_with_unusable_storage_is_one_error_line(tmp_path):
     assert "Notadirectory" in flat and "Traceback" not in proc.stdout + proc.stderr
 
 
-def test_run_names_an_unreachable_s3_endpoint_before_starting_ray(tmp_path):
-    """Nothing listens on port 1: one quick request says so (the patient retries took ~100 s)."""
+@pytest.mark.parametrize("command", ["run", "serve", "demo"])
+def test_an_unreachable_s3_endpoint_is_named_before_any_ray_head_starts(tmp_path, command):
+    """Nothing listens on port 1: one quick request says so (the patient retries took ~100 s,
+    and `serve` would have said so only at its first campaign)."""
     spec = tmp_path / "s3.yaml"
     spec.write_text(yaml.safe_dump({**TINY, "storage": "s3://pdistill-probe/runs"}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PDISTILL_", "RAY_", "AWS_"))}
     env |= {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "api.cli", "run", str(spec)],
+            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+            "PDISTILL_STORAGE_URI": "s3://pdistill-probe/runs",
+            "PDISTILL_STATE_DIR": str(tmp_path / "state"),
+            "PDISTILL_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}  # fmt: skip
+    serving = ["--host", "127.0.0.1", "--port", str(free_port())]  # only the storage stops it
+    args = {"run": [str(spec)], "serve": serving, "demo": [str(spec), *serving]}
+    proc = subprocess.run([sys.executable, "-m", "api.cli", command, *args[command]],
                           capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
-    out = " ".join(proc.stdout.split())
+    out = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error: cannot reach s3://pdistill-probe/runs (S3 endpoint http://127.0.0.1:1)" in out
     assert "check AWS_ENDPOINT_URL and the AWS credentials" in out, out
-    assert "campaign cli-tiny on" not in out and "Traceback" not in proc.stdout + proc.stderr
+    assert "Ray head" not in out and "campaign cli-tiny on" not in out and "Traceback" not in out
+    assert not (tmp_path / "state" / "ray-head.json").exists()
 
 
 @pytest.mark.parametrize("command", ["serve", "demo"])
