@@ -18,7 +18,8 @@ x-prediction, truncated-SNR weights, the paper's CIFAR-10 setting):
 5. where the time goes: the teacher's two forwards alone, one 3×3 conv at the top level, a bf16
    matmul (the card's measured peak), and kernel profiles of the update (`--out`).
 Peak memory per phase. Timings are CUDA-event medians over windows after warm-up (compilation
-happens in the warm-up). The table comes last.
+happens in the warm-up). The table comes last. `--variant` and `--inductor` change one thing
+for a whole run, to compare runs (the prepared experiments are listed in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from workers import unet
 from workers.accel import Accel, choose, place, prepare
 from workers.config import DiffusionConfig
 from workers.distill import distillation_loss, distillation_target
@@ -58,6 +60,21 @@ SAMPLE_STEPS = 4
 LOSS_RTOL = 1e-2
 GRAD_RTOL = 8e-2
 GRAD_MIN_COS = 0.997
+
+_nhwc_norm = unet.GroupNorm.forward
+# `--variant`: the U-Net's channels_last code changed for one run, to measure its parts apart
+# (applied before any network is built, to every row of the run; the project's code is unchanged).
+VARIANTS: dict[str, Callable[[], None]] = {
+    # PyTorch's GroupNorm kernel (its output NCHW): the norm part of the layout change undone.
+    "gn-torch": lambda: setattr(unet.GroupNorm, "forward", torch.nn.GroupNorm.forward),
+    # torch.cat of the skips as written: the concatenation part of the layout change undone.
+    "cat-nchw": lambda: setattr(unet, "_cat_channels", lambda a, b: torch.cat([a, b], dim=1)),
+    # The channels_last norm's output in its input's dtype (bf16 under autocast), not fp32:
+    # half the bytes for the SiLU/FiLM kernels after it and for what the backward keeps.
+    "gn-low-out": lambda: setattr(
+        unet.GroupNorm, "forward", lambda self, x: _nhwc_norm(self, x).to(x.dtype)
+    ),
+}
 
 
 def log(msg: str) -> None:
@@ -345,8 +362,17 @@ def main() -> int:
         help="set torch._inductor.config.KEY (Python literal VALUE) before anything compiles, "
         "e.g. coordinate_descent_tuning=True; repeatable",
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        choices=sorted(VARIANTS),
+        help="an experiment on the U-Net's layout code (see VARIANTS); repeatable",
+    )
     ap.add_argument("--out", type=Path, default=None, help="results.json and profile.txt here")
     args = ap.parse_args()
+    for name in args.variant:
+        VARIANTS[name]()
     skip = set(filter(None, args.skip.split(",")))
     if args.cudnn_limit is not None:
         torch.backends.cudnn.benchmark_limit = args.cudnn_limit
@@ -375,6 +401,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "cudnn_benchmark_limit": torch.backends.cudnn.benchmark_limit,
         "inductor": inductor,
+        "variants": args.variant,
     }
     log(f"{info}")
     fwd, fwd_bwd = flops_per_image(cfg, device)

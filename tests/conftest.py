@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import socket
 import subprocess
@@ -21,6 +22,38 @@ from orchestrator.ray_cluster import free_port
 # Small tensors: OpenMP threads only spin against each other (and against a busy neighbour on a
 # 2-core machine); one thread runs these tests many times faster.
 torch.set_num_threads(1)
+
+
+_AT_DIRECTORY_END: list[tuple[Path, Callable[[], None]]] = []
+
+
+StopAfter = Callable[[Path, Callable[[], None]], Callable[[], None]]
+
+
+@pytest.fixture(scope="session")
+def stop_after_directory() -> StopAfter:
+    """`(directory, stop)` → `stop`, run once: after the last test under `directory`, or at the
+    session's end (the returned once-only `stop`, for the fixture's own teardown).
+
+    For a Ray cluster shared by one folder's tests: left running, its processes would take the
+    2 cores' time from every later test (pytest's "package" scope would do this, but only for
+    folders with an __init__.py, which these cannot have)."""
+
+    def register(directory: Path, stop: Callable[[], None]) -> Callable[[], None]:
+        once = functools.cache(stop)
+        _AT_DIRECTORY_END.append((directory, once))
+        return once
+
+    return register
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    for directory, stop in _AT_DIRECTORY_END:
+        if directory in item.path.parents and (
+            nextitem is None or directory not in nextitem.path.parents
+        ):
+            stop()
 
 
 class TcpProxy:

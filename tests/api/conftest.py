@@ -6,7 +6,8 @@ tests cannot disturb the session Ray of tests/orchestrator (nor its token settin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -16,19 +17,24 @@ from orchestrator import ray_head
 
 
 # -- Ray ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="package")
-def ray_head_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ray_head.Head]:
-    """A 2-CPU Ray head with its dashboard (Jobs API), in its own process group."""
+@pytest.fixture(scope="session")
+def ray_head_proc(
+    tmp_path_factory: pytest.TempPathFactory,
+    stop_after_directory: Callable[..., Callable[[], None]],
+) -> Iterator[ray_head.Head]:
+    """A 2-CPU Ray head with its dashboard (Jobs API), in its own process group; stopped after
+    the last test of this folder."""
     head = ray_head.start(
         num_cpus=2,
         log_dir=tmp_path_factory.mktemp("ray-head"),
         # Read by Train V2's controller: report polls every 0.1 s instead of 2 s.
         env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"},
     )
+    stop = stop_after_directory(Path(__file__).parent, lambda: ray_head.stop(head))
     try:
         yield head
     finally:
-        ray_head.stop(head)
+        stop()
 
 
 @pytest.fixture(scope="session")

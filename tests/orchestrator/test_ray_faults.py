@@ -23,7 +23,7 @@ KILL_SPEC = {
     "diffusion": {"output": "v", "weighting": "snr_plus_one"},
     "teacher": {"train": {"updates": 30, "batch_size": 32, "warmup_updates": 5}},
     "steps": {"start": 2, "target": 1},
-    "distill": {"updates": 400, "batch_size": 32, "checkpoint_every": 100},
+    "distill": {"updates": 200, "batch_size": 32, "checkpoint_every": 50},
     "resources": {"workers": 2, "max_failures": 2},
     "evaluation": {"samples": 32, "batch_size": 32},
 }
@@ -61,7 +61,7 @@ def test_killed_train_worker_resumes_round_from_checkpoint(ray_cluster, settings
     deadline = time.monotonic() + 600
     while thread.is_alive() and time.monotonic() < deadline:
         steps = _loss_history(client, key)
-        if steps and max(steps) >= 200 and (pids := _train_worker_pids()):
+        if steps and max(steps) >= 100 and (pids := _train_worker_pids()):
             killed, at_step, before = pids[-1], max(steps), set(pids)
             os.kill(killed, signal.SIGKILL)
             break
@@ -77,7 +77,7 @@ def test_killed_train_worker_resumes_round_from_checkpoint(ray_cluster, settings
     assert outcome["report"]["rounds"][0]["updates"] == updates
     steps = _loss_history(client, key)
     # Resumed, not restarted: the first reports are not repeated, and the round reached its end.
-    assert steps.count(100) == 1 and max(steps) == updates, steps
+    assert steps.count(50) == 1 and max(steps) == updates, steps
     assert at_step in steps
     assert replacements, "Train did not start a new worker group after the kill"
 
@@ -97,7 +97,8 @@ DRIVER_SPEC = {
     **KILL_SPEC,
     "name": "ray-driver-kill",
     "steps": {"start": 4, "target": 1},
-    "distill": {"updates": 300, "batch_size": 32, "checkpoint_every": 100},
+    "distill": {"updates": 150, "batch_size": 32, "checkpoint_every": 50},
+    "resources": {"workers": 1, "max_failures": 2},  # the driver dies here, not a worker
 }
 
 
@@ -160,7 +161,7 @@ def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, sett
     at_step = None
     while driver.poll() is None and time.monotonic() < deadline:
         steps = _loss_history(client, key2)
-        if steps and max(steps) >= 200:
+        if steps and max(steps) >= 100:
             at_step = max(steps)
             driver.kill()  # SIGKILL: no cleanup, as in a crash
             break
@@ -180,7 +181,7 @@ def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, sett
     updates = DRIVER_SPEC["distill"]["updates"]
     assert round1.count(updates) == 1  # round 1 was not recomputed
     steps2 = _loss_history(client, key2)
-    assert steps2.count(100) == 1 and max(steps2) == updates, steps2  # resumed, not restarted
+    assert steps2.count(50) == 1 and max(steps2) == updates, steps2  # resumed, not restarted
 
 
 RETRY_SPEC = {
@@ -244,7 +245,8 @@ def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray
 OUTAGE_SPEC = {
     **KILL_SPEC,
     "name": "ray-s3-outage",
-    "distill": {"updates": 400, "batch_size": 32, "checkpoint_every": 50},
+    "distill": {"updates": 250, "batch_size": 32, "checkpoint_every": 50},
+    "resources": {"workers": 1, "max_failures": 2},  # S3 goes away here, not a worker
 }
 
 
