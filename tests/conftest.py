@@ -24,10 +24,8 @@ from orchestrator.ray_cluster import free_port
 torch.set_num_threads(1)
 
 
-_AT_DIRECTORY_END: list[tuple[Path, Callable[[], None]]] = []
-
-
 StopAfter = Callable[[Path, Callable[[], None]], Callable[[], None]]
+_AT_DIRECTORY_END: list[tuple[Path, Callable[[], None]]] = []
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import threading
 import time
 
 import boto3
+import pytest
 import torch
 from mlflow import MlflowClient
 
@@ -139,6 +140,10 @@ def _set_saved_seconds(train_run: str, seconds: float, tmp_path) -> int:
     return len(keys)
 
 
+# Slow (~200-400 s on 2 cores): a driver killed mid-campaign is in the default suite through
+# tests/api/test_restart.py (the reconciler resumes it) and a rerun's skipped stages through
+# test_ray_campaign.py; this one adds the rerun's time accounting. `bash bench/slow_checks.sh`.
+@pytest.mark.slow
 def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, settings, tmp_path):
     import ray
 
