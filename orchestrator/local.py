@@ -49,8 +49,14 @@ class Progress(Protocol):
 
 
 def unet_config(spec: CampaignSpec, dataset: ImageDataset) -> UNetConfig:
-    """The campaign's U-Net for the loaded dataset; SpecError when the model does not fit it
-    (the spec's check could not tell before, for an s3:// dataset)."""
+    """The campaign's U-Net for the loaded dataset, after the spec's checks that need the images
+    (for an s3:// dataset the spec's check could not make them): the model fits them, and
+    'classifier' features have labels. Both runners call it before any stage, so a SpecError
+    comes before the teacher trains, not at its evaluation."""
+    try:
+        spec.evaluation.check_labels(dataset=dataset.uri, labelled=dataset.labels is not None)
+    except ValueError as exc:
+        raise SpecError(f"evaluation: {exc}") from exc
     try:
         return spec.model.unet(
             dataset=dataset.uri,

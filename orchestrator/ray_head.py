@@ -107,11 +107,10 @@ def start(
     *,
     num_cpus: int,
     log_dir: Path,
-    env: dict[str, str] | None = None,
     timeout_s: float = 120.0,
 ) -> Head:
     """Start a head with `num_cpus` CPUs (and no GPUs unless the machine has some); returns once
-    its dashboard answers. `env` is added to its environment (and so to its jobs')."""
+    its dashboard answers."""
     port, dashboard = _free_port(), _free_port()
     token = secrets.token_urlsafe(32)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -143,9 +142,13 @@ def start(
     ]
     full_env = {
         **os.environ,
-        **(env or {}),
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
+        # Train's PlacementGroupCleaner asks the state API whether its controller still lives;
+        # an address inherited from this process's environment (another cluster's) made it fail
+        # to ask, and a stopped Tune trial's workers kept their CPUs (seen: the next round never
+        # started). Every process of the head inherits its own dashboard's address.
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}",
         # Jobs run `python -m orchestrator.driver`: the same interpreter as this process.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }

@@ -200,6 +200,15 @@ class EvaluationSpec(_Frozen):
     samples: PosInt = 1000
     batch_size: PosInt = 500
 
+    def check_labels(self, *, dataset: str, labelled: bool) -> None:
+        """ValueError when the features are the classifier's and `dataset` has no labels."""
+        if self.features == "classifier" and not labelled:
+            raise ValueError(
+                f"features 'classifier' is trained on the dataset's labels and {dataset} has "
+                "none; allowed: 'inception', a path/URI of TorchScript Inception weights, or a "
+                "dataset with a 'labels' array"
+            )
+
 
 class CampaignSpec(_Frozen):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -248,14 +257,10 @@ class CampaignSpec(_Frozen):
     @field_validator("evaluation")
     @classmethod
     def _features_have_labels(cls, v: EvaluationSpec, info: ValidationInfo) -> EvaluationSpec:
+        # As the model's fit: an s3:// dataset is checked when the campaign loads it.
         dataset = info.data.get("dataset")
-        seen = peek(dataset) if dataset is not None else None
-        if v.features == "classifier" and seen is not None and not seen.labelled:
-            raise ValueError(
-                f"features 'classifier' is trained on the dataset's labels and {dataset} has "
-                "none; allowed: 'inception', a path/URI of TorchScript Inception weights, or a "
-                "dataset with a 'labels' array"
-            )
+        if dataset is not None and (seen := peek(dataset)) is not None:
+            v.check_labels(dataset=dataset, labelled=seen.labelled)
         return v
 
 

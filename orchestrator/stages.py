@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import asdict
@@ -415,6 +416,9 @@ class Campaign:
         return self.write_record(stage, out)
 
 
+TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+
+
 def run_train(
     campaign: Campaign,
     job: RoundJob,
@@ -427,6 +431,11 @@ def run_train(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    # Train V2's controller acts on its workers' state (started, reported, finished) only when it
+    # polls them: every 2 s by default, so each run waited ~5 s for nothing (BENCHMARKS.md,
+    # "Ray Train's start"). The controller reads this from the caller's environment; an
+    # operator's own value wins.
+    os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_S)
     res = campaign.spec.resources
     storage = campaign.storage
     trainer = TorchTrainer(

@@ -27,8 +27,6 @@ def ray_head_proc(
     head = ray_head.start(
         num_cpus=2,
         log_dir=tmp_path_factory.mktemp("ray-head"),
-        # Read by Train V2's controller: report polls every 0.1 s instead of 2 s.
-        env={"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"},
     )
     stop = stop_after_directory(Path(__file__).parent, lambda: ray_head.stop(head))
     try:

@@ -51,8 +51,6 @@ def demo_env(tmp_path: Path, cache_dir: Path) -> dict[str, str]:
     env.pop("PDISTILL_ADMIN_TOKEN")  # the demo needs none: it makes its team's token
     return env | {
         "PDISTILL_EMBEDDED_RAY_CPUS": "2",
-        # Read by Train V2's controller: report polls every 0.1 s instead of 2 s.
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from api_harness import ADMIN, TINY, ApiServer, api_env, cli, dashboard_job, wait_for
 
 from orchestrator import ray_head
@@ -212,16 +213,24 @@ def _processes_with(marks: tuple[str, ...]) -> list[int]:
     return found
 
 
-def test_a_job_connects_to_its_own_head_when_another_ray_started_later(tmp_path: Path) -> None:
+def test_a_job_connects_to_its_own_head_when_another_ray_started_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ray's job supervisor gives a job's driver the address of the newest cluster in the head's
     temp dir: each embedded head has its own, so a campaign driver never reaches another Ray on
-    the machine (it did, and failed on that cluster's auth token)."""
+    the machine (it did, and failed on that cluster's auth token). Its processes ask their own
+    head's state API too, whatever address the process that started the head had (Train's
+    placement-group cleaner asked a stopped cluster's and never freed a stopped trial's CPUs)."""
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")  # another, stopped Ray
     older = ray_head.start(num_cpus=1, log_dir=tmp_path / "older")
     try:
         newer = ray_head.start(num_cpus=1, log_dir=tmp_path / "newer")
         try:
             url, auth = older.dashboard_url, {"Authorization": f"Bearer {older.token}"}
-            show = "import os; print('RAY_ADDRESS=' + os.environ['RAY_ADDRESS'])"
+            show = (
+                "import os; print('RAY_ADDRESS=' + os.environ['RAY_ADDRESS']); "
+                "print('STATE_API=' + os.environ['RAY_API_SERVER_ADDRESS'])"
+            )
             job = {"entrypoint": f'python -c "{show}"', "submission_id": "where"}
             r = httpx.post(f"{url}/api/jobs/", json=job, headers=auth, timeout=30)
             assert r.status_code == 200, r.text
@@ -235,6 +244,7 @@ def test_a_job_connects_to_its_own_head_when_another_ray_started_later(tmp_path:
             (line,) = [x for x in logs["logs"].splitlines() if x.startswith("RAY_ADDRESS=")]
             ports = {h.address.rsplit(":", 1)[1] for h in (older, newer)}
             assert len(ports) == 2 and line.rsplit(":", 1)[1] == older.address.rsplit(":", 1)[1]
+            assert f"STATE_API={older.dashboard_url}" in logs["logs"].splitlines()
         finally:
             ray_head.stop(newer)
     finally:

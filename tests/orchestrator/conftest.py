@@ -1,6 +1,5 @@
 """Shared by the Ray tests: one local Ray cluster, S3 on moto_server, MLflow on SQLite."""
 
-import os
 from pathlib import Path
 
 import boto3
@@ -14,8 +13,6 @@ from orchestrator.settings import Settings
 def ray_cluster(s3_endpoint, stop_after_directory):
     import ray
 
-    # Read by Train V2's controller (propagated from the driver): report polls every 0.1 s.
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
     # With its own state API address, so other Ray clusters on the machine don't confuse it.
     init_local(num_cpus=2)
     stop = stop_after_directory(Path(__file__).parent, ray.shutdown)

@@ -1,3 +1,6 @@
+import io
+
+import boto3
 import numpy as np
 import pytest
 
@@ -83,6 +86,31 @@ def test_a_dataset_only_loading_tells_is_checked_when_loaded(tmp_path):
     spec = parse_spec({**BASE, "dataset": "s3://bucket/digits.npz", "model": {"preset": "cifar10"}})
     with pytest.raises(SpecError, match=r"model: preset 'cifar10' does not fit builtin:digits"):
         unet_config(spec, load_dataset("builtin:digits"))
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, images=np.zeros((4, 8, 8), dtype=np.uint8))
+    spec = parse_spec({**BASE, "dataset": "s3://bucket/digits.npz"})
+    with pytest.raises(SpecError, match=r"evaluation: features 'classifier' is trained on the"):
+        unet_config(spec, load_dataset(str(unlabelled)))
+
+
+def test_an_s3_dataset_without_labels_is_refused_before_the_teacher_trains(settings):
+    """The spec's check does not read S3; the campaign's first step, which loads the dataset,
+    refuses it (the teacher used to train for nothing, then its evaluation failed)."""
+    from orchestrator.stages import Campaign
+
+    buf = io.BytesIO()
+    np.savez(buf, images=np.zeros((40, 8, 8), dtype=np.uint8))
+    uri = "s3://pdistill-test/data/unlabelled.npz"
+    boto3.client("s3").put_object(
+        Bucket="pdistill-test", Key="data/unlabelled.npz", Body=buf.getvalue()
+    )
+    spec = parse_spec({**BASE, "name": "no-labels", "dataset": uri})
+    with pytest.raises(SpecError, match=f"evaluation: features 'classifier' .* {uri} has none"):
+        Campaign(spec, settings)
+    # With features that need no labels, the same dataset is a campaign.
+    assert Campaign(
+        parse_spec({**BASE, "dataset": uri, "evaluation": {"features": "inception"}}), settings
+    )
 
 
 def test_classifier_features_need_a_dataset_with_labels(tmp_path):
