@@ -432,7 +432,7 @@ def run_train(
     from ray.train.torch import TorchTrainer
 
     # Train V2's controller acts on its workers' state (started, reported, finished) only when it
-    # polls them: every 2 s by default, so each run waited ~5 s for nothing (BENCHMARKS.md,
+    # polls them: every 2 s by default, so each run waited ~3 s for nothing (BENCHMARKS.md,
     # "Ray Train's start"). The controller reads this from the caller's environment; an
     # operator's own value wins.
     os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_S)
