@@ -65,6 +65,7 @@ def child(args: argparse.Namespace) -> None:
             args.artifacts.write_bytes(got[0])
             saved = len(got[0])
     stats = {k: v for k, v in counters["inductor"].items() if k.startswith("fxgraph_cache")}
+    stats |= {k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")}
     print(json.dumps({"seconds": seconds, "loaded": loaded is not None, "saved_bytes": saved,
                       **stats}))  # fmt: skip
 
@@ -118,11 +119,12 @@ def main() -> int:
         (args.out / "compile_cache.json").write_text(json.dumps(report, indent=2))
     cold, warm = results["cold"], results["warm"]
     print(f"\n{info}")
-    print("| first update | s | Inductor cache hits | misses |")
+    print("| first update | s | Inductor hits / misses | AOTAutograd hits / misses / bypasses |")
     print("|---|---|---|---|")
     for name, r in (("compiled from nothing", cold), ("with the compile cache", warm)):
         hits, misses = r.get("fxgraph_cache_hit", 0), r.get("fxgraph_cache_miss", 0)
-        print(f"| {name} | {r['seconds']:.1f} | {hits} | {misses} |")
+        aot = [r.get(f"autograd_cache_{k}", 0) for k in ("hit", "miss", "bypass")]
+        print(f"| {name} | {r['seconds']:.1f} | {hits} / {misses} | {' / '.join(map(str, aot))} |")
     print(f"| saved artifacts | {cold['saved_bytes'] / 2**20:.1f} MiB | | |")
     return 0
 

@@ -71,5 +71,5 @@ def prepare(net: UNet, accel: Accel) -> UNet:
         # which the decoder's skip concatenations are; its kernels then write NCHW and every
         # cuDNN call copies them back (13% of the update's GPU time on an H200, bench/gpu.py).
         options = {"force_layout_optimization": True} if accel.channels_last else {}
-        net.compile(dynamic=False, options=options)
+        net.compile_body(dynamic=False, options=options)
     return net

@@ -362,6 +362,13 @@ class UNet(nn.Module):
             out = self._net(z_t, logsnr)
         return out.float()
 
+    def compile_body(self, **options: Any) -> None:
+        """`torch.compile` the network's body (`options`: torch.compile's), not `forward`: the
+        autocast context stays outside the graph. AOTAutograd never caches a graph that enters
+        autocast, so a compiled `forward` traced and compiled its backward again in every
+        process, the compile cache's artifacts notwithstanding (`bench/compile_cache.py`)."""
+        self._net = torch.compile(self._net, **options)  # type: ignore[method-assign]
+
     def _net(self, z_t: Tensor, logsnr: Tensor) -> Tensor:
         c = self.config
         t_emb = timestep_embedding(1000.0 * logsnr_to_time(logsnr), c.ch)

@@ -93,7 +93,7 @@ def test_compiled_channels_last_round_gives_the_plain_rounds_weights():
         students.append((student, result))
     (plain, r_plain), (fast, r_fast) = students
     assert fast.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    assert hasattr(fast, "_compiled_call_impl") and fast._compiled_call_impl is not None
+    assert "_net" in vars(fast)  # its body runs compiled (`UNet.compile_body`)
     # Adam divides by √v: where a gradient is ~0, float reordering moves that weight by up to
     # lr per update, so weights are compared to 5% of the largest move of the round (lr·updates).
     atol = 0.05 * config.lr * config.updates
@@ -102,6 +102,24 @@ def test_compiled_channels_last_round_gives_the_plain_rounds_weights():
     assert [u for u, _ in r_fast.losses] == [u for u, _ in r_plain.losses]
     assert [v for _, v in r_fast.losses] == pytest.approx([v for _, v in r_plain.losses], rel=1e-4)
     assert not torch.equal(plain.conv_in.weight, teacher.conv_in.weight)  # it did train
+
+
+def test_a_compiled_bf16_network_is_one_aot_autograd_can_cache():
+    """Autocast stays outside the compiled graph: AOTAutograd bypasses its cache for a graph
+    that enters autocast (as a compiled `forward` did), so no process could reuse the backward
+    an earlier stage had compiled."""
+    from torch._dynamo.utils import counters
+
+    cfg = UNetConfig(image_size=4, in_channels=1, out_channels=1, ch=16, ch_mult=(1,),
+                     num_res_blocks=1, attn_resolutions=())  # fmt: skip
+    net = prepare(UNet(cfg), Accel(CPU, bf16=True, channels_last=False, compile=True))
+    counters.clear()
+    out = net(torch.randn(2, 1, 4, 4), torch.zeros(2))
+    assert out.dtype == torch.float32
+    out.square().mean().backward()
+    aot = counters["aot_autograd"]
+    assert aot["autograd_cache_bypass"] == 0, dict(aot)
+    assert aot["autograd_cache_miss"] + aot["autograd_cache_hit"] >= 1, dict(aot)
 
 
 class Scaled(torch.nn.Module):
