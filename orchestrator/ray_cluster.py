@@ -4,44 +4,57 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from orchestrator.jobs import Demand
+from orchestrator.ray_head import STATE_API_ENV, free_port
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def init_local(num_cpus: int | None = None, **kwargs: Any) -> Any:
-    """`ray.init` of a new local head (with its dashboard) that knows its own state API.
+def init_local(num_cpus: int | None = None, **kwargs: Any) -> Callable[[], None]:
+    """`ray.init` of a new local head (with its dashboard) that knows its own state API; returns
+    the function that shuts it down.
 
     The dashboard serves the state API, which Train's PlacementGroupCleaner needs to free the
     workers of a Tune trial that was stopped mid-run; without it they leak. The cleaner finds
     the API through RAY_API_SERVER_ADDRESS, else through /tmp/ray/ray_current_cluster, which names
     the *newest* cluster on the machine: with two clusters on one machine it asks the wrong one
     and the stopped trial's CPUs stay reserved. So the dashboard port is chosen here and the
-    variable set before the head starts; its processes inherit it. A local head gets a random GCS
-    port (`ray.init` never takes 6379, which Redis holds here).
+    variable set before the head starts; its processes inherit it. Shutting down puts the
+    variable back as it was, so nothing this process starts later is sent to a stopped head. A
+    local head gets a random GCS port (`ray.init` never takes 6379, which Redis holds here).
     """
     import ray
 
     port = free_port()
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    return ray.init(
-        address="local",
-        num_cpus=num_cpus or os.cpu_count(),
-        include_dashboard=True,
-        dashboard_port=port,
-        log_to_driver=False,
-        **kwargs,
-    )
+    before = os.environ.get(STATE_API_ENV)
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(STATE_API_ENV, None)
+        else:
+            os.environ[STATE_API_ENV] = before
+
+    def stop() -> None:
+        ray.shutdown()
+        restore()
+
+    os.environ[STATE_API_ENV] = f"http://127.0.0.1:{port}"
+    try:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=True,
+            dashboard_port=port,
+            log_to_driver=False,
+            **kwargs,
+        )
+    except BaseException:
+        restore()
+        raise
+    return stop
 
 
 @contextlib.contextmanager
@@ -54,14 +67,13 @@ def connect(settings: Settings, *, num_cpus: int | None = None) -> Iterator[str]
         return
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)
-        where = f"Ray at {settings.ray_address}"
+        where, stop = f"Ray at {settings.ray_address}", ray.shutdown
     else:
-        init_local(num_cpus)
-        where = "a local Ray started for this run"
+        where, stop = "a local Ray started for this run", init_local(num_cpus)
     try:
         yield where
     finally:
-        ray.shutdown()
+        stop()
 
 
 def short_of(spec: CampaignSpec) -> str | None:

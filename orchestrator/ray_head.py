@@ -28,6 +28,8 @@ import urllib.request
 from pathlib import Path
 
 STATE_FILE = "ray-head.json"
+# Where Ray's processes look for the state API (the dashboard) of their cluster.
+STATE_API_ENV = "RAY_API_SERVER_ADDRESS"
 
 
 class HeadError(RuntimeError):
@@ -48,7 +50,7 @@ class Head:
         return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -111,7 +113,7 @@ def start(
 ) -> Head:
     """Start a head with `num_cpus` CPUs (and no GPUs unless the machine has some); returns once
     its dashboard answers."""
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     token = secrets.token_urlsafe(32)
     log_dir.mkdir(parents=True, exist_ok=True)
     # Its own temp dir (sessions, logs, sockets): Ray's job supervisor gives each job's driver
@@ -132,11 +134,11 @@ def start(
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
@@ -148,7 +150,7 @@ def start(
         # an address inherited from this process's environment (another cluster's) made it fail
         # to ask, and a stopped Tune trial's workers kept their CPUs (seen: the next round never
         # started). Every process of the head inherits its own dashboard's address.
-        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}",
+        STATE_API_ENV: f"http://127.0.0.1:{dashboard}",
         # Jobs run `python -m orchestrator.driver`: the same interpreter as this process.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }

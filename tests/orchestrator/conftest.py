@@ -11,11 +11,8 @@ from orchestrator.settings import Settings
 
 @pytest.fixture(scope="session")
 def ray_cluster(s3_endpoint, stop_after_directory):
-    import ray
-
     # With its own state API address, so other Ray clusters on the machine don't confuse it.
-    init_local(num_cpus=2)
-    stop = stop_after_directory(Path(__file__).parent, ray.shutdown)
+    stop = stop_after_directory(Path(__file__).parent, init_local(num_cpus=2))
     yield
     stop()
 

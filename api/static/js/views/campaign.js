@@ -56,8 +56,9 @@ export function campaignView(main, ctx) {
   const mode = h('span', { class: 'live-mode muted small', id: 'live-mode', 'data-mode': 'connecting' }, MODES.connecting);
   const reason = h('p', { class: 'reason', hidden: true });
   const facts = h('dl', { class: 'facts' });
-  const cancelBtn = h('button', { type: 'button', id: 'cancel', class: 'danger', disabled: true }, 'Cancel campaign');
-  const resumeBtn = h('button', { type: 'button', id: 'resume', disabled: true }, 'Resume');
+  // Only the action that applies to the campaign's status is shown (none once it succeeded).
+  const cancelBtn = h('button', { type: 'button', id: 'cancel', class: 'danger', hidden: true }, 'Cancel campaign');
+  const resumeBtn = h('button', { type: 'button', id: 'resume', hidden: true }, 'Resume');
   const confirmYes = h('button', { type: 'button', id: 'cancel-confirm', class: 'danger' }, 'Yes, cancel it');
   const confirmNo = h('button', { type: 'button', class: 'secondary' }, 'No, keep it');
   const confirm = h('div', { class: 'confirm', role: 'group', 'aria-label': 'Confirm cancel', hidden: true },
@@ -106,9 +107,10 @@ export function campaignView(main, ctx) {
     if (before && before !== c.status) announce(`Campaign ${c.name} is ${c.status}`);
     fill(reason, c.reason || '');
     reason.hidden = !c.reason;
-    cancelBtn.disabled = !CANCELLABLE.has(c.status);
-    resumeBtn.disabled = !RESUMABLE.has(c.status);
-    if (cancelBtn.disabled) confirm.hidden = true;
+    cancelBtn.hidden = !CANCELLABLE.has(c.status);
+    resumeBtn.hidden = !RESUMABLE.has(c.status);
+    resumeBtn.disabled = false; // a resume that failed may be tried again
+    if (cancelBtn.hidden) confirm.hidden = true;
     const links = [];
     const mlflow = safeHref(c.links?.mlflow);
     const ray = safeHref(c.links?.ray_dashboard);
@@ -134,8 +136,9 @@ export function campaignView(main, ctx) {
     if (m === 'gone') {
       fill(actionError, `${detail}. It may belong to another team, or the link is wrong.`);
       actionError.hidden = false;
-      cancelBtn.disabled = true;
-      resumeBtn.disabled = true;
+      cancelBtn.hidden = true;
+      resumeBtn.hidden = true;
+      confirm.hidden = true;
     }
   }
 
