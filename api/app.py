@@ -89,14 +89,16 @@ def _open_mlflow(svc: Services) -> None:
 
 
 def create_app(settings: Settings, *, reconcile: bool | None = None) -> FastAPI:
-    """`reconcile` overrides settings.reconcile (tests of the HTTP surface alone pass False)."""
+    """`reconcile` overrides settings.reconcile (tests of the HTTP surface alone pass False).
+    The server that runs it sets `app.state.stopping` when it begins to stop (`run_api`)."""
     reconcile = settings.reconcile if reconcile is None else reconcile
+    stopping = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await run_in_threadpool(Store.from_url, settings.database_url)
         link = RayLink(settings)
-        svc = Services(settings=settings, store=store, link=link)
+        svc = Services(settings=settings, store=store, link=link, stopping=stopping)
         app.state.services = svc
         app.state.metrics = Metrics(store)
         stop = threading.Event()
@@ -123,6 +125,7 @@ def create_app(settings: Settings, *, reconcile: bool | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.stopping = stopping
     errors.install(app)
     app.add_middleware(LatencyMiddleware)
     for module in (campaigns, rounds, events, cluster, admin, health):

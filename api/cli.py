@@ -145,7 +145,7 @@ def _register() -> None:
     app.command("serve")(cli_server.serve)
     app.command("demo")(demo.demo)
     app.add_typer(cli_server.token_app, name="token")
-    for name in ("submit", "status", "watch", "cancel", "logs"):
+    for name in ("submit", "status", "watch", "cancel", "logs", "fetch"):
         app.command(name)(getattr(cli_client, name))
 
 

@@ -1,4 +1,4 @@
-"""The client commands: `pdistill submit/status/watch/cancel/logs`, against the API at
+"""The client commands: `pdistill submit/status/watch/cancel/logs/fetch`, against the API at
 PDISTILL_API_URL with the token PDISTILL_API_TOKEN."""
 
 from __future__ import annotations
@@ -144,3 +144,44 @@ def logs(
         except ApiError as exc:
             raise _fail(exc) from exc
     print(text, end="")
+
+
+def fetch(
+    campaign_id: Annotated[str, typer.Argument(metavar="ID")],
+    round_k: Annotated[
+        int | None,
+        typer.Option("--round", min=1, help="the round (default: the last trained one)"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="a file, or a directory for the server's file name (default: .)"
+        ),
+    ] = None,
+) -> None:
+    """Download a round's distilled student (a safetensors file that holds its config)."""
+    target = out.expanduser() if out is not None else None
+    if target is not None and not (target.is_dir() or target.parent.is_dir()):
+        err.print(f"[red]error:[/red] --out: {out}: no such directory", highlight=False)
+        raise typer.Exit(2)
+    with _client() as client:
+        try:
+            rounds = client.get(f"/v1/campaigns/{campaign_id}/rounds")
+            if round_k is None:
+                trained = [r for r in rounds if r["student_url"]]
+                if not trained:
+                    states = ", ".join(f"round {r['k']} {r['status']}" for r in rounds)
+                    err.print(
+                        f"[red]error:[/red] campaign {campaign_id} has no trained round yet "
+                        f"({states})",
+                        highlight=False,
+                    )
+                    raise typer.Exit(1)
+                round_k = trained[-1]["k"]
+            r = next((r for r in rounds if r["k"] == round_k), None)
+            where = f"/v1/campaigns/{campaign_id}/rounds/{round_k}/student.safetensors"
+            path, size = client.download(where, target)
+        except ApiError as exc:
+            raise _fail(exc) from exc
+    steps = f", {r['student_steps']}-step sampling" if r else ""
+    console.print(f"round {round_k} student{steps}: {path} ({size / 1e6:.1f} MB)", highlight=False)

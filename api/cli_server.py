@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -104,7 +105,19 @@ def run_api(
     # blocks still run (they stop the embedded head) and the exit code is the caller's.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sys.exit(exit_code()))
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=5, log_level=log_level)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.state.stopping.set()  # the event streams end now (api/routes/events.py)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, timeout_graceful_shutdown=5, log_level=log_level
+    )
+    server = Server(config)
+    server.run()
+    if not server.started:  # as uvicorn.run: the port or the app's start-up failed (logged)
+        sys.exit(3)
 
 
 def serve(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +42,14 @@ def _problem(resp: httpx.Response) -> str:
     return json.dumps(body)[:1000]
 
 
+def _raise_for_status(resp: httpx.Response, method: str, path: str) -> None:
+    if resp.status_code >= 400:
+        resp.read()  # a streamed answer: its problem text is in the body
+        raise ApiError(
+            f"{method} {path}: {resp.status_code} {_problem(resp)}", status=resp.status_code
+        )
+
+
 class Client:
     def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
@@ -58,10 +70,7 @@ class Client:
             resp = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the API at {self.url}: {exc}") from exc
-        if resp.status_code >= 400:
-            raise ApiError(
-                f"{method} {path}: {resp.status_code} {_problem(resp)}", status=resp.status_code
-            )
+        _raise_for_status(resp, method, path)
         return resp
 
     def get(self, path: str, **params: Any) -> Any:
@@ -98,16 +107,38 @@ class Client:
     def logs(self, campaign_id: str, lines: int) -> str:
         return self._send("GET", f"/v1/campaigns/{campaign_id}/logs", params={"lines": lines}).text
 
+    def download(self, path: str, out: Path | None) -> tuple[Path, int]:
+        """Stream the file at `path` to `out` (a file, or a directory for the server's file
+        name; default: the working directory); returns where and how many bytes. It is written
+        under a temporary name beside it and renamed when whole: a broken download leaves
+        nothing behind, and never half a file under the final name."""
+        try:
+            with self.http.stream("GET", path, timeout=httpx.Timeout(30.0, read=300.0)) as resp:
+                _raise_for_status(resp, "GET", path)
+                named = re.search(
+                    r'filename="([^"/\\]+)"', resp.headers.get("content-disposition", "")
+                )
+                name = named.group(1) if named else path.rstrip("/").rsplit("/", 1)[-1]
+                dest = (out or Path.cwd()) / name if out is None or out.is_dir() else out
+                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        for piece in resp.iter_bytes():
+                            f.write(piece)
+                    os.replace(tmp, dest)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot download {path} from the API at {self.url}: {exc}") from exc
+        return dest, dest.stat().st_size
+
     def events(self, campaign_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs of the campaign's event stream until it ends."""
         path = f"/v1/campaigns/{campaign_id}/events"
         try:
             with self.http.stream("GET", path, timeout=httpx.Timeout(30.0, read=None)) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise ApiError(
-                        f"GET {path}: {resp.status_code} {_problem(resp)}", status=resp.status_code
-                    )
+                _raise_for_status(resp, "GET", path)
                 event = "message"
                 data: list[str] = []
                 for line in resp.iter_lines():

@@ -101,6 +101,9 @@ class RoundOut(_Out):
     started_at: datetime | None
     finished_at: datetime | None
     samples_url: str | None = Field(description="The student's sample grid, once evaluated.")
+    student_url: str | None = Field(
+        description="The distilled student (safetensors, its config in the header), once trained."
+    )
     mlflow_run_id: str | None
 
 

@@ -74,6 +74,9 @@ class Services:
     store: Store
     link: RayLink
     reconciler: Reconciler | None = None
+    # Set when the server begins to stop: open event streams end then, so a shutdown does not
+    # wait out its grace period on them and cancel them mid-response.
+    stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     _teams: dict[int, str] = dataclasses.field(default_factory=dict)
     _storages: dict[str, Storage] = dataclasses.field(default_factory=dict)
     _tracker: Any = None
@@ -144,6 +147,8 @@ class Services:
 
 def round_out(r: RoundView) -> RoundOut:
     evaluated = r.fid is not None
+    trained = r.status in (RoundStatus.EVALUATING, RoundStatus.SUCCEEDED)
+    at = f"/v1/campaigns/{r.campaign_id}/rounds/{r.k}"
     return RoundOut(
         k=r.k,
         teacher_steps=r.teacher_steps,
@@ -159,9 +164,8 @@ def round_out(r: RoundView) -> RoundOut:
         gpu_seconds=r.gpu_seconds,
         started_at=r.started_at,
         finished_at=r.finished_at,
-        samples_url=f"/v1/campaigns/{r.campaign_id}/rounds/{r.k}/samples.png"
-        if evaluated
-        else None,
+        samples_url=f"{at}/samples.png" if evaluated else None,
+        student_url=f"{at}/student.safetensors" if trained else None,
         mlflow_run_id=r.mlflow_run_id,
     )
 

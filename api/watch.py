@@ -59,12 +59,17 @@ def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Tabl
     return table
 
 
-def _print_change(console: Console, shown: dict[int, str], key: int, line: str) -> None:
+def _print_change(
+    console: Console, shown: dict[int, tuple[str, int]], key: int, line: str, done: int, total: int
+) -> None:
     """Print `line` when its head (before the first comma: who and status) changed, so a
-    status change also reaches logs where the bars do not show."""
-    if line.split(",")[0] != shown.get(key, "").split(",")[0]:
+    status change also reaches logs where the bars do not show; there (a pipe, a file) also at
+    each tenth of its updates, so a long stage shows it moves."""
+    tenth = done * 10 // total if total > 0 and not console.is_terminal else 0
+    mark = (line.split(",")[0], tenth)
+    if mark != shown.get(key):
         console.print(line, soft_wrap=True)
-    shown[key] = line
+    shown[key] = mark
 
 
 def watch(client: Client, campaign_id: str, console: Console) -> int:
@@ -79,7 +84,7 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
         disable=not console.is_terminal,
     )
     tasks: dict[int, Any] = {}
-    shown: dict[int, str] = {}
+    shown: dict[int, tuple[str, int]] = {}
     last: dict[str, Any] = {}
     status_shown = ""
     lost = False  # the API is unreachable (since the last failed attempt)
@@ -90,6 +95,8 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                     if lost:
                         console.print("the API answers again; following the campaign")
                         lost = False
+                    if event == "end" and data.get("reason") != "final":
+                        console.print(f"the API ended the event stream: {data.get('reason')}")
                     if event != "campaign":
                         continue
                     last = data
@@ -99,7 +106,9 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                             tasks[0] = bars.add_task("teacher", total=t["updates"], info="")
                         info = t["status"] + (f" loss {t['loss']:.4g}" if t.get("loss") else "")
                         bars.update(tasks[0], completed=t["updates_done"], info=info)
-                    _print_change(console, shown, 0, teacher_line(t))
+                    _print_change(
+                        console, shown, 0, teacher_line(t), t["updates_done"], t["updates"]
+                    )
                     for r in data["rounds"]:
                         k = r["k"]
                         if k not in tasks:
@@ -109,7 +118,9 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                         if r.get("fid") is not None:
                             info += f" FID {r['fid']:.2f}"
                         bars.update(tasks[k], completed=r["updates_done"], info=info)
-                        _print_change(console, shown, k, round_line(r))
+                        _print_change(
+                            console, shown, k, round_line(r), r["updates_done"], r["updates"]
+                        )
                     c = data["campaign"]
                     if c["status"] != status_shown:
                         reason = f" ({c['reason']})" if c.get("reason") else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,27 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot list {self.uri(rel)}: {exc}") from exc
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+    def read_chunks(self, rel: str, chunk: int = 1 << 20) -> tuple[int, Iterator[bytes]] | None:
+        """The object's size and its bytes in pieces of `chunk` (a checkpoint is sent on
+        without being held whole), or None when it does not exist. An error while the pieces
+        are read raises StorageError from the iterator."""
+        try:
+            info = self.fs.get_file_info(self.path(rel))
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri(rel)}: {exc}") from exc
+        if info.type != pafs.FileType.File:
+            return None
+
+        def pieces() -> Iterator[bytes]:
+            try:
+                with self.fs.open_input_stream(self.path(rel)) as f:
+                    while piece := f.read(chunk):
+                        yield piece
+            except OSError as exc:
+                raise StorageError(f"cannot read {self.uri(rel)}: {exc}") from exc
+
+        return int(info.size), pieces()
 
     def read_bytes(self, rel: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""

@@ -2,7 +2,9 @@
 
 The server polls the store (every settings.events_poll_s) and sends an `campaign` event, whose
 data is a `CampaignEvent` (the campaign and its rounds), whenever either changed; the first
-event comes at once. After the event that shows a final status it sends `end` and closes.
+event comes at once. After the event that shows a final status it sends `end` and closes; also
+when the server begins to stop (`end` with the reason "the server is stopping"), so a shutdown
+need not wait for, or cut off, the streams that browsers and `pdistill watch` hold open.
 Comments (`: keep-alive`) keep idle proxies from closing the stream. Authenticated like every
 route (`Authorization: Bearer`), so a browser reads it with fetch() and a streaming body.
 """
@@ -55,6 +57,9 @@ async def _stream(svc: Services, who: Caller, campaign_id: str) -> AsyncIterator
             quiet = 0.0
         if final:
             yield 'event: end\ndata: {"reason": "final"}\n\n'
+            return
+        if svc.stopping.is_set():
+            yield 'event: end\ndata: {"reason": "the server is stopping"}\n\n'
             return
         await asyncio.sleep(poll)
         quiet += poll

@@ -1,4 +1,5 @@
-"""A campaign's rounds: the round table, Tune trials, loss curves (MLflow), sample grids."""
+"""A campaign's rounds: the round table, Tune trials, loss curves (MLflow), sample grids, and
+each round's distilled student."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi.responses import StreamingResponse
 
 from api.auth import CallerDep, ServicesDep, owned_campaign
 from api.routes.campaigns import ERRORS
 from api.schemas import LossPoint, Problem, RoundOut, TrialOut
 from api.services import Services, round_out, trial_out
 from orchestrator.jobs import storage_name
+from orchestrator.storage import Storage
 from orchestrator.store import CampaignView, RoundView
 
 router = APIRouter(prefix="/v1/campaigns/{campaign_id}/rounds", tags=["rounds"])
@@ -23,6 +26,14 @@ def _round(svc: Services, c: CampaignView, k: int) -> RoundView:
         if r.k == k:
             return r
     raise HTTPException(404, f"campaign {c.id} has no round {k} (it has 1..{c.rounds_total})")
+
+
+def _rel(storage: Storage, uri: str, what: str) -> str:
+    """`uri`'s path inside the campaign's storage (a record never points the API elsewhere)."""
+    prefix = storage.root_uri.rstrip("/") + "/"
+    if not uri.startswith(prefix):
+        raise HTTPException(404, f"{what} {uri} is outside the campaign storage")
+    return uri.removeprefix(prefix)
 
 
 @router.get("", response_model=list[RoundOut], responses=ERRORS)
@@ -77,12 +88,49 @@ def samples(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> Re
     record = svc.stage_record(c, f"round-{k}-eval")
     if record is None or not record.get("distilled_grid"):
         raise HTTPException(404, f"round {k} of campaign {c.id} has not been evaluated yet")
-    storage = svc.storage(c)
+    storage, what = svc.storage(c), f"round {k}'s sample grid"
     uri = str(record["distilled_grid"])
-    prefix = storage.root_uri.rstrip("/") + "/"
-    if not uri.startswith(prefix):
-        raise HTTPException(404, f"round {k}'s sample grid {uri} is outside the campaign storage")
-    data = storage.read_bytes(uri.removeprefix(prefix))
+    data = storage.read_bytes(_rel(storage, uri, what))
     if data is None:
-        raise HTTPException(404, f"round {k}'s sample grid {uri} is missing from storage")
+        raise HTTPException(404, f"{what} {uri} is missing from storage")
     return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get(
+    "/{k}/student.safetensors",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "The student's weights; its config is in the safetensors header.",
+        },
+        503: {"model": Problem, "description": "Campaign storage does not answer."},
+        **ERRORS,
+    },
+)
+def student(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> StreamingResponse:
+    """The distilled student of round k, which samples in the round's `student_steps` (404
+    until the round is trained). `workers.checkpoint.load_unet` reads it: the safetensors
+    header holds the U-Net, the diffusion parameterization and the spec."""
+    c = owned_campaign(svc, who, campaign_id)
+    r = _round(svc, c, k)
+    record = svc.stage_record(c, f"round-{k}-train")
+    if record is None:
+        raise HTTPException(404, f"round {k} of campaign {c.id} is {r.status}: no student yet")
+    storage, what = svc.storage(c), f"round {k}'s student"
+    uri = str(record["uri"])
+    found = storage.read_chunks(_rel(storage, uri, what))
+    if found is None:
+        raise HTTPException(404, f"{what} {uri} is missing from storage")
+    size, chunks = found
+    name = f"{storage_name(c.id, c.name)}-round-{k}-{r.student_steps}-step.safetensors"
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
+    )

@@ -214,6 +214,7 @@ def test_a_running_campaign_is_cancelled_from_its_page(page: Page, stack: Stack)
     expect(page.locator("#live-mode")).to_have_attribute("data-mode", "final")
     expect(page.get_by_role("button", name="Cancel campaign")).to_be_hidden()
     expect(page.locator("p.reason")).to_have_text("cancelled by team:vision")
+    expect(page.locator("#rounds tr[data-round='1'] [data-col=student]")).to_have_text("—")
     c = stack.get(f"/v1/campaigns/{cid}")
     assert (c["status"], c["reason"]) == ("cancelled", "cancelled by team:vision")
     stack.shot(page, "04-campaign-cancelled")
@@ -265,6 +266,14 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     lr = f"{api_round['lr']:.1e}".replace("e-0", "e-")
     expect(row.locator("[data-col=lr]")).to_have_text(lr)
     expect(row.locator("[data-col=gpu-hours]")).to_have_text("0.00")
+    # The student, downloaded with the token: the same file the API serves.
+    with page.expect_download() as got:
+        row.get_by_role("button", name="Download the round 1 student (1-step sampling)").click()
+    name = f"{stack.shown}-dash-tiny-round-1-1-step.safetensors"
+    assert got.value.suggested_filename == name
+    with stack.http() as h:
+        served = h.get(api_round["student_url"])
+    assert served.status_code == 200 and Path(got.value.path()).read_bytes() == served.content
 
     # FID vs steps: one point per series (a single round), drawn inside the plot.
     fid = page.locator("#fid-chart svg.chart")

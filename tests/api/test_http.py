@@ -90,6 +90,7 @@ def test_team_b_can_neither_read_list_cancel_nor_resume_team_a(client: TestClien
         ("GET", f"/v1/campaigns/{mine}/rounds/1/trials"),
         ("GET", f"/v1/campaigns/{mine}/rounds/1/loss"),
         ("GET", f"/v1/campaigns/{mine}/rounds/1/samples.png"),
+        ("GET", f"/v1/campaigns/{mine}/rounds/1/student.safetensors"),
         ("GET", f"/v1/campaigns/{mine}/logs"),
         ("GET", f"/v1/campaigns/{mine}/events"),
         ("POST", f"/v1/campaigns/{mine}/cancel"),
@@ -144,6 +145,10 @@ def test_submit_json_and_yaml_then_read_back(client: TestClient) -> None:
         (2, 2, 1),
     ]
     assert all(x["status"] == "pending" and x["samples_url"] is None for x in rounds)
+    assert all(x["student_url"] is None for x in rounds)
+    r = client.get(f"/v1/campaigns/{c['id']}/rounds/1/student.safetensors", headers=vision)
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"round 1 of campaign {c['id']} is pending: no student yet"
     assert client.get(f"/v1/campaigns/{c['id']}", headers=vision).json()["id"] == c["id"]
 
 

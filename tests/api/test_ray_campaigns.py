@@ -5,6 +5,7 @@ checkpoints on S3 (moto_server), MLflow on SQLite. Nothing is mocked."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from api_harness import TINY, ApiServer, api_env, cli, dashboard_job, wait_for
 
 from orchestrator import ray_head
 from orchestrator.store import Store
+from workers.checkpoint import load_checkpoint
 
 # The e2e campaign also searches its LR: two short Tune trials before the round trains.
 TUNED = TINY | {
@@ -87,6 +89,13 @@ def stack(
             server.stop()
 
 
+def readme_python(containing: str) -> str:
+    """The README's python block that contains `containing`."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if containing in b]
+    return block
+
+
 def _audit(stack: Stack, cid: str) -> list[tuple[str | None, str, str]]:
     with Store.from_url(stack.database_url) as store:
         return [(e.from_status, e.to_status, e.actor) for e in store.audit(cid)]
@@ -135,10 +144,37 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
         png = h.get(r["samples_url"])
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.headers["content-type"] == "image/png"
+        assert r["student_url"] == f"/v1/campaigns/{cid}/rounds/1/student.safetensors"
+        got = h.get(r["student_url"])
+        assert got.status_code == 200, got.text
+        assert got.headers["content-disposition"] == (
+            f'attachment; filename="{cid}-api-e2e-round-1-1-step.safetensors"'
+        )
+        (stack.tmp / "got.safetensors").write_bytes(got.content)
+        state, config = load_checkpoint(str(stack.tmp / "got.safetensors"))
+        assert (config["role"], config["round"], config["steps"]) == ("student", 1, 1)
+        assert config["lr"] == r["lr"] and state
         text = h.get(f"/v1/campaigns/{cid}/logs", params={"lines": 50}).text
     assert "rounds trained" in text or "round 1" in text, text
     assert "all 1 rounds trained" in cli("logs", cid, "--lines", "500", env=stack.env).stdout
     assert cid in cli("status", env=stack.env).stdout
+    # The CLI fetches the same file (the last trained round by default), and the README's
+    # snippet samples from it as it stands.
+    fetched = cli("fetch", cid, "-o", str(stack.tmp), env=stack.env)
+    assert fetched.returncode == 0, fetched.stderr
+    path = stack.tmp / f"{cid}-api-e2e-round-1-1-step.safetensors"
+    assert f"round 1 student, 1-step sampling: {path}" in " ".join(fetched.stdout.split())
+    assert path.read_bytes() == got.content
+    work = stack.tmp / "sample-from-student"
+    work.mkdir()
+    (work / "student.safetensors").write_bytes(got.content)
+    snippet = readme_python("load_unet")
+    sampled = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=work, capture_output=True, text=True, timeout=300
+    )
+    assert sampled.returncode == 0, sampled.stderr
+    assert "16 samples in 1 steps: samples.png" in sampled.stdout
+    assert (work / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Each transition once, by whom it should be.
     assert _audit(stack, cid) == [
         (None, "queued", "team:vision"),
@@ -270,6 +306,10 @@ def test_gpu_campaign_waits_and_its_demand_goes_to_the_autoscaler(stack: Stack) 
     )
     assert "pdistill_queue_gpus 1.0" in httpx.get(f"{stack.server.url}/metrics").text
 
+    fetched = cli("fetch", cid, env=stack.env)
+    assert fetched.returncode == 1
+    assert f"campaign {cid} has no trained round yet (round 1 pending)" in fetched.stderr
+
     assert cli("cancel", cid, env=stack.env).returncode == 0
     wait_for(
         "the request to be cleared",
@@ -294,3 +334,9 @@ def test_cli_errors_are_one_line_with_exit_codes(stack: Stack, tmp_path: Path) -
     assert out.returncode == 2 and "PDISTILL_API_TOKEN" in out.stderr
     out = cli("status", env=stack.env | {"PDISTILL_API_URL": "http://127.0.0.1:9"})
     assert out.returncode == 1 and "cannot reach the API" in out.stderr
+    out = cli("fetch", "c-000000000000", env=stack.env)
+    assert out.returncode == 2 and "no campaign 'c-000000000000'" in out.stderr
+    out = cli("fetch", "c-000000000000", "-o", str(tmp_path / "no" / "x.st"), env=stack.env)
+    assert out.returncode == 2 and f"--out: {tmp_path / 'no' / 'x.st'}: no such directory" in (
+        " ".join(out.stderr.split())
+    )

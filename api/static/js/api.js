@@ -74,6 +74,20 @@ export async function imageUrl(path, signal) {
   return URL.createObjectURL(await response.blob());
 }
 
+/** Save a file the API serves behind the token (a plain link cannot send the header). */
+export async function download(path, signal) {
+  const response = await request(path, { signal, raw: true, accept: 'application/octet-stream' });
+  const named = /filename="([^"]+)"/.exec(response.headers.get('Content-Disposition') || '');
+  const href = URL.createObjectURL(await response.blob());
+  const link = document.createElement('a');
+  link.href = href;
+  link.download = named ? named[1] : String(path).split('/').pop();
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 60_000); // the browser has taken it by then
+}
+
 export function isAbort(err) {
   return err?.name === 'AbortError';
 }

@@ -2,7 +2,7 @@
 // (live.js); loss curves, trials and sample grids are fetched per round when the round's state
 // says they changed.
 
-import { imageUrl, isAbort, request } from '../api.js';
+import { download, imageUrl, isAbort, request } from '../api.js';
 import {
   announce, badge, fill, fmtCount, fmtFid, fmtNum, h, keepFocus, progressEl, safeHref, timeEl,
 } from '../dom.js';
@@ -272,6 +272,21 @@ export function campaignView(main, ctx) {
     } catch (err) {
       if (!signal.aborted) showActionError(err);
       if (state.campaign) renderCampaign(state.campaign);
+    }
+  });
+
+  // The round table is drawn again as the campaign moves: one listener on its box.
+  roundsBox.addEventListener('click', async (event) => {
+    const button = event.target.closest('button[data-download]');
+    if (!button) return;
+    button.disabled = true;
+    actionError.hidden = true;
+    try {
+      await download(button.dataset.download, signal);
+    } catch (err) {
+      if (!signal.aborted) showActionError(err);
+    } finally {
+      button.disabled = false;
     }
   });
 

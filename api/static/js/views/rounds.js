@@ -15,7 +15,7 @@ export function roundTable(rounds) {
     h('caption', { class: 'visually-hidden' }, 'Rounds of this campaign'),
     h('thead', {}, h('tr', {},
       h('th', { scope: 'col', class: 'num' }, 'Round'),
-      h('th', { scope: 'col' }, 'Steps (teacher → student)'),
+      h('th', { scope: 'col' }, h('abbr', { title: 'sampling steps: teacher → student' }, 'Steps')),
       h('th', { scope: 'col' }, 'Status'),
       h('th', { scope: 'col', class: 'num' }, 'Updates'),
       h('th', { scope: 'col', class: 'num' }, 'Chosen LR'),
@@ -23,7 +23,8 @@ export function roundTable(rounds) {
       h('th', { scope: 'col', class: 'num' }, fid(), ' distilled'),
       h('th', { scope: 'col', class: 'num' }, fid(), ' DDIM, same steps'),
       h('th', { scope: 'col', class: 'num' }, 'Wall time'),
-      h('th', { scope: 'col', class: 'num' }, 'GPU-hours'))),
+      h('th', { scope: 'col', class: 'num' }, 'GPU-hours'),
+      h('th', { scope: 'col' }, 'Student'))),
     h('tbody', {}, rounds.map((r) => h('tr', { 'data-round': r.k },
       h('th', { scope: 'row', class: 'num' }, String(r.k)),
       h('td', { 'data-col': 'steps' }, `${r.teacher_steps} → ${r.student_steps}`),
@@ -34,7 +35,15 @@ export function roundTable(rounds) {
       h('td', { class: 'num', 'data-col': 'fid' }, fmtFid(r.fid)),
       h('td', { class: 'num', 'data-col': 'ddim-fid' }, fmtFid(r.ddim_fid)),
       h('td', { class: 'num', 'data-col': 'wall' }, fmtDuration(r.wall_seconds)),
-      h('td', { class: 'num', 'data-col': 'gpu-hours' }, fmtGpuHours(r.gpu_seconds))))));
+      h('td', { class: 'num', 'data-col': 'gpu-hours' }, fmtGpuHours(r.gpu_seconds)),
+      h('td', { 'data-col': 'student' }, r.student_url
+        ? h('button', {
+          type: 'button',
+          class: 'secondary small',
+          'data-download': r.student_url,
+          'aria-label': `Download the round ${r.k} student (${r.student_steps}-step sampling)`,
+        }, 'Download')
+        : h('span', { class: 'muted' }, '—'))))));
 }
 
 export function fidChart(rounds) {

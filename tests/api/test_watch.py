@@ -1,0 +1,98 @@
+"""`pdistill watch` into a pipe (a CI log, `nohup`): no bars there, so it prints a line when
+a stage's status changes and at each tenth of its updates. The campaign's progress is written
+to the store as its driver writes it; the API and the CLI are the real ones."""
+
+from __future__ import annotations
+
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from api_harness import ADMIN, TINY, ApiServer, api_env
+
+from orchestrator import ray_head
+from orchestrator.store import CampaignStatus, RoundStatus, Store
+
+SPEC = TINY | {"name": "watched", "distill": TINY["distill"] | {"updates": 100}}
+
+
+def test_watch_into_a_pipe_prints_each_tenth_of_a_round(
+    ray_head_proc: ray_head.Head, tmp_path: Path, cache_dir: Path
+) -> None:
+    db = f"sqlite:///{tmp_path / 'pdistill.db'}"
+    env = api_env(
+        tmp=tmp_path,
+        database_url=db,
+        head=ray_head_proc,
+        storage_uri=str(tmp_path / "storage"),
+        cache_dir=cache_dir,
+    ) | {"PDISTILL_RECONCILE": "false"}  # this test moves the campaign, as its driver would
+    server = ApiServer(env, tmp_path / "serve.log")
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            http.post("/v1/teams", json={"name": "vision", "gpu_quota": 0}, headers=admin)
+            token = http.post("/v1/teams/vision/tokens", json={}, headers=admin).json()["token"]
+            cid = http.post(
+                "/v1/campaigns", json=SPEC, headers={"Authorization": f"Bearer {token}"}
+            ).json()["id"]
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "watch", cid],
+            env=env | {"PDISTILL_API_TOKEN": token},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            printed = _follow(watch, db, cid)
+            assert watch.wait(60) == 0
+        finally:
+            watch.kill()
+    finally:
+        server.stop()
+    rounds = [line for line in printed if line.startswith("round 1")]
+    assert rounds == [
+        "round 1 (2→1 steps): pending, 0/100 updates",
+        "round 1 (2→1 steps): training, 0/100 updates",
+        "round 1 (2→1 steps): training, 25/100 updates",
+        "round 1 (2→1 steps): training, 100/100 updates",
+        "round 1 (2→1 steps): succeeded, 100/100 updates",
+    ], printed
+
+
+def _follow(watch: subprocess.Popen[str], db: str, cid: str) -> list[str]:
+    """Move the campaign step by step, each once `watch` printed the line of the one before;
+    returns what it printed."""
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in watch.stdout or []])
+    reader.daemon = True
+    reader.start()
+    printed: list[str] = []
+
+    def printed_until(part: str) -> None:
+        try:
+            while part not in (line := lines.get(timeout=60)):
+                printed.append(line.strip())
+        except queue.Empty:
+            pytest.fail(f"watch printed no line with {part!r}; it printed {printed}")
+        printed.append(line.strip())
+
+    with Store.from_url(db) as store:
+        printed_until("round 1 (2→1 steps): pending")
+        store.transition(cid, CampaignStatus.STARTING, actor="test")
+        store.transition(cid, CampaignStatus.RUNNING, actor="test")
+        store.update_round(cid, 1, status=RoundStatus.TRAINING, updates_done=0)
+        printed_until("training, 0/100")
+        store.update_round(cid, 1, updates_done=25)
+        printed_until("training, 25/100")
+        store.update_round(cid, 1, updates_done=27)  # the same tenth: no line
+        store.update_round(cid, 1, updates_done=100)
+        printed_until("training, 100/100")
+        store.update_round(cid, 1, status=RoundStatus.SUCCEEDED)
+        store.transition(cid, CampaignStatus.SUCCEEDED, actor="test")
+        printed_until(f"{cid} watched: succeeded")
+    return printed
