@@ -48,6 +48,10 @@ class TeacherOut(_Out):
     updates_done: int
     loss: float | None = Field(description="Latest training loss (the final one when ready).")
     finished_at: datetime | None = Field(description="When the teacher was ready.")
+    checkpoint_uri: str | None = Field(
+        description="Where the teacher is kept once ready. A new campaign's `teacher.checkpoint` "
+        "may name it, to distil the same teacher with other settings without training it again."
+    )
 
 
 class CampaignOut(_Out):

@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from api.schemas import CampaignOut, Links, RoundOut, TeacherOut, TeacherStatus, TrialOut
-from orchestrator.jobs import storage_name
+from orchestrator.jobs import TEACHER_CHECKPOINT, campaign_prefix, storage_name
 from orchestrator.ray_link import RayLink
 from orchestrator.scheduler import Reconciler
 from orchestrator.settings import Settings
@@ -24,7 +24,7 @@ from orchestrator.store import (
 )
 
 
-def teacher_out(c: CampaignView) -> TeacherOut:
+def teacher_out(c: CampaignView, storage: Storage) -> TeacherOut:
     if c.teacher_finished_at is not None or c.status is CampaignStatus.SUCCEEDED:
         status: TeacherStatus = "ready"
     elif c.status is CampaignStatus.RUNNING:
@@ -35,9 +35,11 @@ def teacher_out(c: CampaignView) -> TeacherOut:
         status = "cancelled"
     else:
         status = "pending"
+    folder = campaign_prefix(storage_name(c.id, c.name))
     return TeacherOut(
         source="train" if c.teacher_updates else "checkpoint",
         status=status,
+        checkpoint_uri=storage.uri(f"{folder}/{TEACHER_CHECKPOINT}") if status == "ready" else None,
         updates=c.teacher_updates,
         updates_done=c.teacher_updates_done,
         loss=c.teacher_loss,
@@ -104,8 +106,8 @@ class Services:
             return self._tracker
 
     def stage_record(self, c: CampaignView, stage: str) -> dict[str, Any] | None:
-        name = storage_name(c.id, c.name)
-        raw = self.storage(c).read_bytes(f"campaigns/{name}/stages/{stage}.json")
+        folder = campaign_prefix(storage_name(c.id, c.name))
+        raw = self.storage(c).read_bytes(f"{folder}/stages/{stage}.json")
         return None if raw is None else json.loads(raw)
 
     # -- answers ---------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ class Services:
             rounds_total=c.rounds_total,
             best_fid=c.best_fid,
             progress=progress(c, rounds),
-            teacher=teacher_out(c),
+            teacher=teacher_out(c, self.storage(c)),
             submission_id=c.submission_id,
             mlflow_run_id=c.mlflow_run_id,
             links=self.links(c),

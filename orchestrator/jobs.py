@@ -46,6 +46,16 @@ def storage_name(campaign_id: str, name: str) -> str:
     return f"{campaign_id}-{name}"[:63]
 
 
+def campaign_prefix(name: str) -> str:
+    """The folder of the campaign that runs under `name` (`storage_name`) in its storage."""
+    return f"campaigns/{name}"
+
+
+# The campaign's teacher, trained or loaded, in its folder (`teacher.checkpoint` of a new spec
+# may name it, to distil the same teacher again).
+TEACHER_CHECKPOINT = "teacher.safetensors"
+
+
 @dataclasses.dataclass(frozen=True)
 class Demand:
     """What a campaign needs from the cluster while it runs: its Train workers' CPUs and GPUs

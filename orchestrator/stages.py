@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from orchestrator.compile_cache import CompileCache
+from orchestrator.jobs import TEACHER_CHECKPOINT, campaign_prefix
 from orchestrator.local import check_compatible, feature_net, unet_config
 from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, train_worker
 from orchestrator.settings import Settings
@@ -68,7 +69,7 @@ class Campaign:
     def __init__(self, spec: CampaignSpec, settings: Settings) -> None:
         self.spec, self.settings = spec, settings
         self.storage = Storage(spec.storage or settings.storage_uri)
-        self.prefix = f"campaigns/{spec.name}"
+        self.prefix = campaign_prefix(spec.name)
         self.plan = plan_rounds(spec)
         self.diffusion = DiffusionConfig(spec.diffusion.output, spec.diffusion.weighting)
         # The teacher's U-Net; its data shape comes from the dataset, read once here.
@@ -183,7 +184,7 @@ class Campaign:
             "spec": self.spec.model_dump(mode="json"),
         }
         uri = self.storage.write_bytes(
-            self.rel("teacher.safetensors"), checkpoint_bytes(net.state_dict(), config)
+            self.rel(TEACHER_CHECKPOINT), checkpoint_bytes(net.state_dict(), config)
         )
         record = self.write_record(
             "teacher",

@@ -4,7 +4,8 @@ each round's distilled student."""
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.responses import StreamingResponse
@@ -18,6 +19,7 @@ from orchestrator.storage import Storage
 from orchestrator.store import CampaignView, RoundView
 
 router = APIRouter(prefix="/v1/campaigns/{campaign_id}/rounds", tags=["rounds"])
+T = TypeVar("T")
 RoundK = Annotated[int, Path(ge=1, le=64, description="1-based round number.")]
 
 
@@ -28,12 +30,19 @@ def _round(svc: Services, c: CampaignView, k: int) -> RoundView:
     raise HTTPException(404, f"campaign {c.id} has no round {k} (it has 1..{c.rounds_total})")
 
 
-def _rel(storage: Storage, uri: str, what: str) -> str:
-    """`uri`'s path inside the campaign's storage (a record never points the API elsewhere)."""
+def _stored(
+    svc: Services, c: CampaignView, uri: str, what: str, read: Callable[[Storage, str], T | None]
+) -> T:
+    """`read(storage, path)` of the file a stage record names as `uri`; 404 when it is missing
+    or lies outside the campaign's storage (a record never points the API elsewhere)."""
+    storage = svc.storage(c)
     prefix = storage.root_uri.rstrip("/") + "/"
     if not uri.startswith(prefix):
         raise HTTPException(404, f"{what} {uri} is outside the campaign storage")
-    return uri.removeprefix(prefix)
+    found = read(storage, uri.removeprefix(prefix))
+    if found is None:
+        raise HTTPException(404, f"{what} {uri} is missing from storage")
+    return found
 
 
 @router.get("", response_model=list[RoundOut], responses=ERRORS)
@@ -88,11 +97,8 @@ def samples(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> Re
     record = svc.stage_record(c, f"round-{k}-eval")
     if record is None or not record.get("distilled_grid"):
         raise HTTPException(404, f"round {k} of campaign {c.id} has not been evaluated yet")
-    storage, what = svc.storage(c), f"round {k}'s sample grid"
-    uri = str(record["distilled_grid"])
-    data = storage.read_bytes(_rel(storage, uri, what))
-    if data is None:
-        raise HTTPException(404, f"{what} {uri} is missing from storage")
+    grid = str(record["distilled_grid"])
+    data = _stored(svc, c, grid, f"round {k}'s sample grid", Storage.read_bytes)
     return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
@@ -119,12 +125,7 @@ def student(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> St
     record = svc.stage_record(c, f"round-{k}-train")
     if record is None:
         raise HTTPException(404, f"round {k} of campaign {c.id} is {r.status}: no student yet")
-    storage, what = svc.storage(c), f"round {k}'s student"
-    uri = str(record["uri"])
-    found = storage.read_chunks(_rel(storage, uri, what))
-    if found is None:
-        raise HTTPException(404, f"{what} {uri} is missing from storage")
-    size, chunks = found
+    size, chunks = _stored(svc, c, str(record["uri"]), f"round {k}'s student", Storage.read_chunks)
     name = f"{storage_name(c.id, c.name)}-round-{k}-{r.student_steps}-step.safetensors"
     return StreamingResponse(
         chunks,

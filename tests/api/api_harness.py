@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,30 @@ class ApiServer:
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def idle_server(
+    *, head: ray_head.Head, tmp: Path, cache_dir: Path
+) -> Iterator[tuple[ApiServer, dict[str, str]]]:
+    """`pdistill serve` on SQLite without its reconciler, so a campaign stays where the test
+    puts it (through the store, as a driver would); yields the server and the CLI's
+    environment, with the token of a team `vision`."""
+    env = api_env(
+        tmp=tmp,
+        database_url=f"sqlite:///{tmp / 'pdistill.db'}",
+        head=head,
+        storage_uri=str(tmp / "storage"),
+        cache_dir=cache_dir,
+    ) | {"PDISTILL_RECONCILE": "false"}
+    made = cli("token", "create", "--team", "vision", env=env)
+    assert made.returncode == 0, made.stderr
+    server = ApiServer(env, tmp / "serve.log")
+    server.start()
+    try:
+        yield server, env | {"PDISTILL_API_TOKEN": made.stdout.strip()}
+    finally:
+        server.stop()
 
 
 def stop_process(proc: subprocess.Popen[bytes], *, grace_s: float) -> None:

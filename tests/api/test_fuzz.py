@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from api_harness import ADMIN, TINY, ApiServer, api_env
+from api_harness import TINY, idle_server
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -37,25 +37,10 @@ def fuzz_server(
     ray_head_proc: ray_head.Head, tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
 ) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    env = api_env(
-        tmp=tmp,
-        database_url=f"sqlite:///{tmp / 'fuzz.db'}",
-        head=ray_head_proc,
-        storage_uri=str(tmp / "storage"),
-        cache_dir=cache_dir,
-    ) | {"PDISTILL_RECONCILE": "false"}
-    server = ApiServer(env, tmp / "serve.log")
-    server.start()
-    try:
-        admin = {"Authorization": f"Bearer {ADMIN}"}
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            http.post("/v1/teams", json={"name": "fuzz", "gpu_quota": 1}, headers=admin)
-            token = http.post("/v1/teams/fuzz/tokens", json={}, headers=admin).json()["token"]
-            headers = {"Authorization": f"Bearer {token}"}
-            campaign = http.post("/v1/campaigns", json=TINY, headers=headers).json()["id"]
+    with idle_server(head=ray_head_proc, tmp=tmp, cache_dir=cache_dir) as (server, env):
+        headers = {"Authorization": f"Bearer {env['PDISTILL_API_TOKEN']}"}
+        campaign = httpx.post(f"{server.url}/v1/campaigns", json=TINY, headers=headers).json()["id"]
         yield {"server": server, "headers": headers, "campaign": campaign}
-    finally:
-        server.stop()
 
 
 # The served app's own schema: the routes do not depend on settings, so an app built here has

@@ -344,6 +344,7 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         "updates_done": 0,
         "loss": None,
         "finished_at": None,
+        "checkpoint_uri": None,
     }
     loaded = submit(client, vision, teacher={"checkpoint": "s3://models/teacher.safetensors"})
     assert (loaded["teacher"]["source"], loaded["teacher"]["updates"]) == ("checkpoint", 0)
@@ -369,6 +370,9 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         store.update_round(c["id"], 1, status="training", updates_done=5)
         now = get(c["id"])
         assert now["teacher"]["status"] == "ready" and now["teacher"]["finished_at"]
+        # Where the stage keeps it: a new campaign's teacher.checkpoint may name it.
+        folder = Path(settings.storage_uri).resolve() / "campaigns" / f"{c['id']}-api-tiny"
+        assert now["teacher"]["checkpoint_uri"] == str(folder / "teacher.safetensors")
         assert now["progress"] == 0.725  # (1 + 0.9 × 5/10) / 2
         store.transition(loaded["id"], CampaignStatus.FAILED, actor="test", reason="x")
         assert get(loaded["id"])["teacher"]["status"] == "failed"

@@ -123,6 +123,11 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     t = c["teacher"]
     assert (t["source"], t["status"], t["updates"], t["updates_done"]) == ("train", "ready", 30, 30)
     assert t["loss"] > 0 and c["started_at"] <= t["finished_at"] <= c["finished_at"]
+    # The trained teacher, where a new campaign's teacher.checkpoint can name it.
+    storage = stack.env["PDISTILL_STORAGE_URI"]
+    assert t["checkpoint_uri"] == f"{storage}/campaigns/{cid}-api-e2e/teacher.safetensors"
+    _, teacher_config = load_checkpoint(t["checkpoint_uri"])
+    assert (teacher_config["role"], teacher_config["steps"]) == ("teacher", 2)
     assert c["links"]["ray_dashboard"].endswith(f"/#/jobs/{sid}")
     (r,) = stack.get(f"/v1/campaigns/{cid}/rounds")
     assert (r["status"], r["updates_done"], r["teacher_steps"], r["student_steps"]) == (

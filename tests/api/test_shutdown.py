@@ -1,6 +1,6 @@
 """`pdistill serve` stopping while clients follow campaigns: their event streams end with a
 reason at once, instead of being held for the grace period and then cut off mid-response (a
-real server process, SIGTERM, a real streaming client)."""
+real server process, SIGTERM, a real streaming client and `pdistill watch`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import httpx
-from api_harness import ADMIN, TINY, ApiServer, api_env
+from api_harness import TINY, idle_server
 
 from orchestrator import ray_head
 
@@ -19,27 +19,15 @@ from orchestrator import ray_head
 def test_a_stopping_server_ends_the_open_event_streams_with_a_reason(
     ray_head_proc: ray_head.Head, tmp_path: Path, cache_dir: Path
 ) -> None:
-    env = api_env(
-        tmp=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'pdistill.db'}",
-        head=ray_head_proc,
-        storage_uri=str(tmp_path / "storage"),
-        cache_dir=cache_dir,
-    ) | {"PDISTILL_RECONCILE": "false"}  # the campaign stays queued: its stream stays open
-    server = ApiServer(env, tmp_path / "serve.log")
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            admin = {"Authorization": f"Bearer {ADMIN}"}
-            http.post("/v1/teams", json={"name": "vision", "gpu_quota": 0}, headers=admin)
-            token = http.post("/v1/teams/vision/tokens", json={}, headers=admin).json()["token"]
-            auth = {"Authorization": f"Bearer {token}"}
-            cid = http.post("/v1/campaigns", json=TINY, headers=auth).json()["id"]
+    with idle_server(head=ray_head_proc, tmp=tmp_path, cache_dir=cache_dir) as (server, env):
+        auth = {"Authorization": f"Bearer {env['PDISTILL_API_TOKEN']}"}
+        with httpx.Client(base_url=server.url, headers=auth, timeout=30) as http:
+            cid = http.post("/v1/campaigns", json=TINY).json()["id"]  # queued: it stays open
             lines: list[str] = []
             opened = threading.Event()
 
             def follow() -> None:
-                with http.stream("GET", f"/v1/campaigns/{cid}/events", headers=auth) as resp:
+                with http.stream("GET", f"/v1/campaigns/{cid}/events") as resp:
                     for line in resp.iter_lines():
                         lines.append(line)
                         if line.startswith("event: campaign"):
@@ -50,7 +38,7 @@ def test_a_stopping_server_ends_the_open_event_streams_with_a_reason(
             # `pdistill watch` follows it too, and says why its stream ended.
             watch = subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "watch", cid],
-                env=env | {"PDISTILL_API_TOKEN": token},
+                env=env,
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -66,9 +54,7 @@ def test_a_stopping_server_ends_the_open_event_streams_with_a_reason(
             finally:
                 watch.kill()
         assert server.proc.wait(60) == 0, server.tail()
-    finally:
-        server.stop()
-    assert "the API ended the event stream: the server is stopping\n" in said, said
     assert lines[-3:] == ["event: end", 'data: {"reason": "the server is stopping"}', ""], lines
+    assert "the API ended the event stream: the server is stopping\n" in said, said
     log = server.tail(100_000)
     assert "Exception in ASGI application" not in log and "CancelledError" not in log, log

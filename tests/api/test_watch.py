@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_harness import ADMIN, TINY, ApiServer, api_env
+from api_harness import TINY, idle_server
 
 from orchestrator import ray_head
 from orchestrator.store import CampaignStatus, RoundStatus, Store
@@ -23,37 +23,16 @@ SPEC = TINY | {"name": "watched", "distill": TINY["distill"] | {"updates": 100}}
 def test_watch_into_a_pipe_prints_each_tenth_of_a_round(
     ray_head_proc: ray_head.Head, tmp_path: Path, cache_dir: Path
 ) -> None:
-    db = f"sqlite:///{tmp_path / 'pdistill.db'}"
-    env = api_env(
-        tmp=tmp_path,
-        database_url=db,
-        head=ray_head_proc,
-        storage_uri=str(tmp_path / "storage"),
-        cache_dir=cache_dir,
-    ) | {"PDISTILL_RECONCILE": "false"}  # this test moves the campaign, as its driver would
-    server = ApiServer(env, tmp_path / "serve.log")
-    server.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            admin = {"Authorization": f"Bearer {ADMIN}"}
-            http.post("/v1/teams", json={"name": "vision", "gpu_quota": 0}, headers=admin)
-            token = http.post("/v1/teams/vision/tokens", json={}, headers=admin).json()["token"]
-            cid = http.post(
-                "/v1/campaigns", json=SPEC, headers={"Authorization": f"Bearer {token}"}
-            ).json()["id"]
-        watch = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "watch", cid],
-            env=env | {"PDISTILL_API_TOKEN": token},
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+    with idle_server(head=ray_head_proc, tmp=tmp_path, cache_dir=cache_dir) as (server, env):
+        auth = {"Authorization": f"Bearer {env['PDISTILL_API_TOKEN']}"}
+        cid = httpx.post(f"{server.url}/v1/campaigns", json=SPEC, headers=auth).json()["id"]
+        command = [sys.executable, "-m", "api.cli", "watch", cid]
+        watch = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
         try:
-            printed = _follow(watch, db, cid)
+            printed = _follow(watch, env["PDISTILL_DATABASE_URL"], cid)
             assert watch.wait(60) == 0
         finally:
             watch.kill()
-    finally:
-        server.stop()
     rounds = [line for line in printed if line.startswith("round 1")]
     assert rounds == [
         "round 1 (2→1 steps): pending, 0/100 updates",
