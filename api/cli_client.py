@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.client import ApiError, Client
-from api.watch import rounds_table
+from api.watch import rounds_table, teacher_line
 from api.watch import watch as follow
 from orchestrator.settings import Settings
 
@@ -110,6 +110,9 @@ def status(
     console.print(_table([c]))
     if c.get("reason"):
         console.print(f"reason: {c['reason']}", highlight=False)
+    teacher = c["teacher"]
+    kept = f"; kept at {teacher['checkpoint_uri']}" if teacher.get("checkpoint_uri") else ""
+    console.print(teacher_line(teacher) + kept, highlight=False, soft_wrap=True)
     console.print(rounds_table(c, rounds))
 
 

@@ -163,6 +163,9 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     assert "rounds trained" in text or "round 1" in text, text
     assert "all 1 rounds trained" in cli("logs", cid, "--lines", "500", env=stack.env).stdout
     assert cid in cli("status", env=stack.env).stdout
+    one = " ".join(cli("status", cid, env=stack.env).stdout.split())
+    teacher = f"teacher: ready, 30/30 updates, loss {t['loss']:.4g}"
+    assert f"{teacher}; kept at {t['checkpoint_uri']}" in one
     # The CLI fetches the same file (the last trained round by default), and the README's
     # snippet samples from it as it stands.
     fetched = cli("fetch", cid, "-o", str(stack.tmp), env=stack.env)
