@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import torch
 
-from orchestrator.ray_cluster import free_port
+from orchestrator.ray_head import free_port
 
 # Small tensors: OpenMP threads only spin against each other (and against a busy neighbour on a
 # 2-core machine); one thread runs these tests many times faster.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from orchestrator import ray_head
+from orchestrator.ray_head import free_port
 
 ADMIN = "admin-token-for-tests"
 BUCKET = "pdistill-api"
@@ -34,12 +34,6 @@ TINY: dict[str, Any] = {
     "resources": {"workers": 1, "max_failures": 0},
     "evaluation": {"samples": 32, "batch_size": 32},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dashboard_job(head: ray_head.Head, sid: str) -> dict[str, Any] | None:

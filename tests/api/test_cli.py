@@ -9,7 +9,8 @@ import sys
 
 import pytest
 import yaml
-from api_harness import free_port
+
+from orchestrator.ray_head import free_port
 
 TINY = {
     "name": "cli-tiny",

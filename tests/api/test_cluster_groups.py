@@ -43,7 +43,7 @@ import json, os, sys
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.placement_group import placement_group
-from orchestrator.ray_cluster import free_port
+from orchestrator.ray_head import free_port
 
 ready_file = sys.argv[1]
 port = free_port()

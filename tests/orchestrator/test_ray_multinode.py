@@ -30,7 +30,7 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 from orchestrator.campaign import run_campaign
-from orchestrator.ray_cluster import free_port
+from orchestrator.ray_head import free_port
 from orchestrator.settings import Settings
 from orchestrator.spec import parse_spec
 
