@@ -74,7 +74,29 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "gn-low-out": lambda: setattr(
         unet.GroupNorm, "forward", lambda self, x: _nhwc_norm(self, x).to(x.dtype)
     ),
+    # Statistics per channel first (a reduction over H*W whose lanes run along the contiguous
+    # channels), then combined exactly per group; the output as one multiply-add per element.
+    "gn-channel-stats": lambda: setattr(unet.GroupNorm, "forward", _channel_stats_norm),
 }
+
+
+def _channel_stats_norm(self: unet.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    if x.dim() != 4 or not unet._nhwc(x):
+        return torch.nn.GroupNorm.forward(self, x)
+    B, C, H, W = x.shape
+    g = self.num_groups
+    h = x.permute(0, 2, 3, 1).reshape(B, H * W, C).float()
+    var_c, mean_c = torch.var_mean(h, dim=1, correction=0)  # [B, C]
+    mean_c, var_c = mean_c.view(B, g, C // g), var_c.view(B, g, C // g)
+    # Equal counts per channel: the group's variance is the mean of the channels' variances plus
+    # the variance of their means.
+    mean = mean_c.mean(-1, keepdim=True)
+    var = var_c.mean(-1, keepdim=True) + (mean_c - mean).square().mean(-1, keepdim=True)
+    scale = torch.rsqrt(var + self.eps).expand(B, g, C // g).reshape(B, 1, C)
+    shift = -mean.expand(B, g, C // g).reshape(B, 1, C) * scale
+    if self.affine:
+        scale, shift = scale * self.weight, shift * self.weight + self.bias
+    return (h * scale + shift).reshape(B, H, W, C).permute(0, 3, 1, 2)
 
 
 def log(msg: str) -> None:
