@@ -10,13 +10,15 @@ x-prediction, truncated-SNR weights, the paper's CIFAR-10 setting):
    (bf16 autocast, channels_last, torch.compile) against the fp32 path (TF32 off);
 2. the distillation update (2 teacher forwards + student forward and backward + fused Adam):
    img/s and TFLOP/s for plain fp32 eager (PyTorch's defaults), for the compiled networks
-   launched from the host, and for the project's path (the whole update replayed as one CUDA
-   graph), and a check that the graphed updates give the eager updates' losses and weights;
+   launched from the host (a DDP worker's path), and for the project's path on one GPU (the
+   whole update replayed as one CUDA graph; its norms take per-channel statistics), and a check
+   that the graphed updates give the eager updates' losses and weights;
 3. teacher training (dropout 0.2, EMA) img/s on the project's path;
 4. 4-step DDIM sampling img/s at batch 1,024: fp32 eager, the compiled student, and the same
    captured as one CUDA graph (an experiment: the project's sampler does not capture);
 5. where the time goes: the teacher's two forwards alone, one 3×3 conv at the top level, a bf16
-   matmul (the card's measured peak), and kernel profiles of the update (`--out`).
+   matmul (the card's measured peak), and kernel profiles of the graphed update's networks,
+   launched from the host so that the profiler sees each kernel (`--out`).
 Peak memory per phase. Timings are CUDA-event medians over windows after warm-up (compilation
 happens in the warm-up). The table comes last. `--variant` and `--inductor` change one thing
 for a whole run, to compare runs (the prepared experiments are listed in BENCHMARKS.md).
@@ -74,29 +76,12 @@ VARIANTS: dict[str, Callable[[], None]] = {
     "gn-low-out": lambda: setattr(
         unet.GroupNorm, "forward", lambda self, x: _nhwc_norm(self, x).to(x.dtype)
     ),
-    # Statistics per channel first (a reduction over H*W whose lanes run along the contiguous
-    # channels), then combined exactly per group; the output as one multiply-add per element.
-    "gn-channel-stats": lambda: setattr(unet.GroupNorm, "forward", _channel_stats_norm),
+    # The norms' statistics per (image, group) everywhere, as before 2026-11-28: the graphed
+    # update's per-channel statistics (`unet.GroupNorm.per_channel_stats`) undone.
+    "gn-group-stats": lambda: setattr(
+        unet.GroupNorm, "per_channel_stats", property(lambda self: False, lambda self, v: None)
+    ),
 }
-
-
-def _channel_stats_norm(self: unet.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-    if x.dim() != 4 or not unet._nhwc(x):
-        return torch.nn.GroupNorm.forward(self, x)
-    B, C, H, W = x.shape
-    g = self.num_groups
-    h = x.permute(0, 2, 3, 1).reshape(B, H * W, C).float()
-    var_c, mean_c = torch.var_mean(h, dim=1, correction=0)  # [B, C]
-    mean_c, var_c = mean_c.view(B, g, C // g), var_c.view(B, g, C // g)
-    # Equal counts per channel: the group's variance is the mean of the channels' variances plus
-    # the variance of their means.
-    mean = mean_c.mean(-1, keepdim=True)
-    var = var_c.mean(-1, keepdim=True) + (mean_c - mean).square().mean(-1, keepdim=True)
-    scale = torch.rsqrt(var + self.eps).expand(B, g, C // g).reshape(B, 1, C)
-    shift = -mean.expand(B, g, C // g).reshape(B, 1, C) * scale
-    if self.affine:
-        scale, shift = scale * self.weight, shift * self.weight + self.bias
-    return (h * scale + shift).reshape(B, H, W, C).permute(0, 3, 1, 2)
 
 
 def log(msg: str) -> None:
@@ -462,8 +447,8 @@ def main() -> int:
     del ref
 
     # 2. The distillation update: PyTorch's defaults (fp32 eager, cuDNN's default algorithm
-    # choice), the compiled networks launched from the host, then the project's path (the same
-    # networks, the whole update replayed as one CUDA graph).
+    # choice), the compiled networks launched from the host, then the project's path (the
+    # checked networks, the whole update replayed as one CUDA graph).
     torch.backends.cudnn.benchmark = False
     s, t = place(copy.deepcopy(student0), plain), place(copy.deepcopy(teacher0), plain)
     eager_step = distill_step(s.train(), t, data, args.batch, plain)
@@ -473,13 +458,15 @@ def main() -> int:
     torch.backends.cudnn.benchmark = device.type == "cuda"
     student_f, teacher_f = fast_nets
     student_f.train()
-    launched = replace(fast, graphs=False)
-    launched_step = distill_step(student_f, teacher_f, data, args.batch, launched)
+    # Launched from the host (the path of a DDP update): networks of their own, prepared for it.
+    launched = replace(fast, graphs=False, norm_channel_stats=False)
+    s, t = prepare(copy.deepcopy(student0), launched), prepare(copy.deepcopy(teacher0), launched)
+    launched_step = distill_step(s.train(), t, data, args.batch, launched)
     record("distill compiled", launched_step, images=args.batch, flop=update_flops)
+    del launched_step, s, t
     if args.out and "profile" not in skip:
-        profile(launched_step, device, args.out)
+        profile(distill_step(student_f, teacher_f, data, args.batch, launched), device, args.out)
         log(f"kernel profiles in {args.out}/profile*.txt")
-    del launched_step
     fast_step = distill_step(student_f, teacher_f, data, args.batch, fast)
     syncs = "not measured"
     with reported("distill fast"):

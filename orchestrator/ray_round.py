@@ -11,7 +11,7 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,8 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         student.load_state_dict(teacher.state_dict())
     device = get_device()  # the worker's GPU if it has one
     accel = choose(job.fast_path, device)
+    if world > 1:  # DDP's all-reduce stays outside a CUDA graph: the update is launched
+        accel = replace(accel, graphs=False, norm_channel_stats=False)
     cache = CompileCache(
         storage if job.compile_cache else None,
         job.compile_cache or "",
@@ -168,7 +170,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         lr_scale=lambda i: max(0.0, 1.0 - i / updates),
         grad_clip=job.grad_clip,
         what=f"{job.name}",
-        graph=accel.graphs and world == 1,  # DDP's all-reduce stays outside a CUDA graph
+        graph=accel.graphs,
         generators=(gen,),
     )
     if updater_state is not None:

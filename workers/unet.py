@@ -164,16 +164,38 @@ class GroupNorm(nn.GroupNorm):
     activations and gradients between the two layouts at each convolution. Here a channels_last
     input is normalised over NHWC views, with the same parameters, the same result (statistics
     in fp32, as autocast runs GroupNorm) and no copy; any other input takes PyTorch's kernel.
+
+    `per_channel_stats` (set by `workers.accel.place`) chooses how the NHWC statistics are
+    reduced. Off: one reduction per (image, group) over H*W and the group's channels, whose
+    reads stride across the channels. On: per channel over H*W first (reads along the
+    contiguous channels), then combined exactly per group, in a second small kernel. On an H200
+    the second way cut the update's GPU time by 7%, but its extra kernels slowed an update
+    launched from the host by ~10% (BENCHMARKS.md), so it is on only where the update is
+    replayed as one CUDA graph (`Accel.norm_channel_stats`).
     """
+
+    per_channel_stats: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or not _nhwc(x):
             return super().forward(x)
         B, C, H, W = x.shape
-        g = self.num_groups
-        h = x.permute(0, 2, 3, 1).reshape(B, H * W, g, C // g)  # a view of the NHWC memory
+        g, n = self.num_groups, C // self.num_groups
+        h = x.permute(0, 2, 3, 1).reshape(B, H * W, g, n)  # a view of the NHWC memory
         if h.dtype in (torch.float16, torch.bfloat16):
             h = h.float()
+        if self.per_channel_stats:
+            var_c, mean_c = torch.var_mean(h, dim=1, correction=0, keepdim=True)
+            # Equal counts per channel: the group's variance is the mean of its channels'
+            # variances plus the variance of their means.
+            mean = mean_c.mean(3, keepdim=True)
+            var = var_c.mean(3, keepdim=True) + (mean_c - mean).square().mean(3, keepdim=True)
+            scale = torch.rsqrt(var + self.eps).expand(B, 1, g, n)
+            shift = -mean * scale
+            if self.affine:
+                w = self.weight.view(g, n)
+                scale, shift = scale * w, shift * w + self.bias.view(g, n)
+            return (h * scale + shift).reshape(B, H, W, C).permute(0, 3, 1, 2)
         var, mean = torch.var_mean(h, dim=(1, 3), correction=0, keepdim=True)
         y = ((h - mean) * torch.rsqrt(var + self.eps)).reshape(B, H, W, C)
         if self.affine:

@@ -38,7 +38,12 @@ def test_choose_resolves_the_spec_setting():
     assert not choose("auto", "cpu").on  # CPU: plain fp32 eager unless asked
     assert choose("on", "cpu") == Accel(CPU, bf16=True, channels_last=True, compile=True)
     assert choose("auto", "cuda") == Accel(
-        torch.device("cuda"), bf16=True, channels_last=True, compile=True, graphs=True
+        torch.device("cuda"),
+        bf16=True,
+        channels_last=True,
+        compile=True,
+        graphs=True,
+        norm_channel_stats=True,
     )
     assert not choose("on", "cpu").graphs  # CUDA graphs need CUDA
     assert not choose("off", "cuda").on
@@ -78,13 +83,16 @@ def test_bf16_autocast_matches_fp32_within_bf16_tolerance_and_keeps_the_loss_fp3
 
 
 def test_compiled_channels_last_round_gives_the_plain_rounds_weights():
-    """The fast path's code (compile, NHWC, device generator, fused Adam, no sync) minus bf16,
-    over a whole round: the same student as the plain path, to float tolerance."""
+    """The fast path's code (compile, NHWC, device generator, fused Adam, no sync, the graphed
+    update's per-channel norm statistics) minus bf16 and the CUDA graph, over a whole round: the
+    same student as the plain path, to float tolerance. (The per-group statistics run compiled
+    in the orchestrator's fast-path round.)"""
     teacher = small_unet(0)
     data = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     config = DistillConfig(student_steps=2, updates=4, batch_size=8, lr=1e-3, log_every=2)
     students = []
-    for accel in (choose("off", CPU), Accel(CPU, bf16=False, channels_last=True, compile=True)):
+    nhwc = Accel(CPU, bf16=False, channels_last=True, compile=True, norm_channel_stats=True)
+    for accel in (choose("off", CPU), nhwc):
         student = copy.deepcopy(teacher)
         result = distill_round(
             copy.deepcopy(teacher), student, data=data, diffusion=DIFFUSION, config=config,
@@ -94,6 +102,7 @@ def test_compiled_channels_last_round_gives_the_plain_rounds_weights():
     (plain, r_plain), (fast, r_fast) = students
     assert fast.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert "_net" in vars(fast)  # its body runs compiled (`UNet.compile_body`)
+    assert fast.norm_out.per_channel_stats and not plain.norm_out.per_channel_stats
     # Adam divides by √v: where a gradient is ~0, float reordering moves that weight by up to
     # lr per update, so weights are compared to 5% of the largest move of the round (lr·updates).
     atol = 0.05 * config.lr * config.updates

@@ -190,18 +190,27 @@ def test_same_seed_same_weights() -> None:
     )
 
 
-def test_group_norm_keeps_channels_last_and_matches_pytorchs() -> None:
+@pytest.mark.parametrize("per_channel_stats", [False, True])
+def test_group_norm_keeps_channels_last_and_matches_pytorchs(per_channel_stats: bool) -> None:
     torch.manual_seed(0)
     norm = GroupNorm(4, 16)
+    norm.per_channel_stats = per_channel_stats
     with torch.no_grad():
         norm.weight.normal_()
         norm.bias.normal_()
-    x = torch.randn(3, 16, 5, 7)
-    nhwc = x.to(memory_format=torch.channels_last)
+    # Channels whose means differ by more than their spread: the group's variance is mostly the
+    # spread of its channels' means, which the per-channel statistics must add back.
+    x = torch.randn(3, 16, 5, 7) + 3.0 * torch.randn(1, 16, 1, 1)
+    nhwc = x.to(memory_format=torch.channels_last).requires_grad_(True)
     out = norm(nhwc)
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     ref = torch.nn.functional.group_norm(nhwc, 4, norm.weight, norm.bias, norm.eps)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ref)
+    params = [nhwc, norm.weight, norm.bias]
+    grads = torch.autograd.grad(out, params, grad), torch.autograd.grad(ref, params, grad)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(norm(x), ref)  # NCHW input: PyTorch's kernel
     # bf16 activations are normalised in fp32, as CUDA autocast runs GroupNorm.
     assert norm(nhwc.bfloat16()).dtype == torch.float32
