@@ -3,6 +3,8 @@ PDISTILL_API_URL with the token PDISTILL_API_TOKEN."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +12,14 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from api.client import ApiError, Client
@@ -18,7 +28,7 @@ from api.watch import watch as follow
 from orchestrator.settings import Settings
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long its URIs
 if not console.is_terminal:  # pipes and logs: whole ids and statuses, not 80 truncated columns
     console.width = max(console.width, 160)
 
@@ -149,6 +159,16 @@ def logs(
     print(text, end="")
 
 
+@contextmanager
+def _transfer_bar(what: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A byte-count bar on stderr while a file arrives (a terminal only; it is erased after)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=err, transient=True, disable=not err.is_interactive) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def fetch(
     campaign_id: Annotated[str, typer.Argument(metavar="ID")],
     round_k: Annotated[
@@ -183,7 +203,8 @@ def fetch(
                 round_k = trained[-1]["k"]
             r = next((r for r in rounds if r["k"] == round_k), None)
             where = f"/v1/campaigns/{campaign_id}/rounds/{round_k}/student.safetensors"
-            path, size = client.download(where, target)
+            with _transfer_bar(f"round {round_k} student") as report:
+                path, size = client.download(where, target, progress=report)
         except ApiError as exc:
             raise _fail(exc) from exc
     steps = f", {r['student_steps']}-step sampling" if r else ""

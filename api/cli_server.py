@@ -17,7 +17,7 @@ from rich.console import Console
 from orchestrator.settings import Settings
 from orchestrator.store import ConflictError, NotFoundError, Store
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long its paths
 token_app = typer.Typer(help="Team tokens (direct store access: PDISTILL_DATABASE_URL).")
 
 
@@ -92,9 +92,10 @@ def run_api(
     port: int,
     exit_code: Callable[[], int] = lambda: 0,
     log_level: str = "info",
+    on_stop: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve the API (and its reconciler) until SIGINT or SIGTERM, then leave with
-    `exit_code()`."""
+    `exit_code()`; `on_stop()` is called as the signal arrives."""
     import uvicorn
 
     from api.app import create_app
@@ -109,6 +110,7 @@ def run_api(
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             app.state.stopping.set()  # the event streams end now (api/routes/events.py)
+            on_stop()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(

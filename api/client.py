@@ -8,7 +8,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +107,17 @@ class Client:
     def logs(self, campaign_id: str, lines: int) -> str:
         return self._send("GET", f"/v1/campaigns/{campaign_id}/logs", params={"lines": lines}).text
 
-    def download(self, path: str, out: Path | None) -> tuple[Path, int]:
+    def download(
+        self,
+        path: str,
+        out: Path | None,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> tuple[Path, int]:
         """Stream the file at `path` to `out` (a file, or a directory for the server's file
         name; default: the working directory); returns where and how many bytes. It is written
         under a temporary name beside it and renamed when whole: a broken download leaves
-        nothing behind, and never half a file under the final name."""
+        nothing behind, and never half a file under the final name. `progress(bytes so far,
+        total or None)` is called after each piece."""
         try:
             with self.http.stream("GET", path, timeout=httpx.Timeout(30.0, read=300.0)) as resp:
                 _raise_for_status(resp, "GET", path)
@@ -122,9 +128,14 @@ class Client:
                 dest = (out or Path.cwd()) / name if out is None or out.is_dir() else out
                 fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
                 try:
+                    length = resp.headers.get("content-length")
+                    total, done = (int(length) if length and length.isdigit() else None), 0
                     with os.fdopen(fd, "wb") as f:
                         for piece in resp.iter_bytes():
                             f.write(piece)
+                            done += len(piece)
+                            if progress is not None:
+                                progress(done, total)
                     os.replace(tmp, dest)
                 except BaseException:
                     Path(tmp).unlink(missing_ok=True)

@@ -42,7 +42,7 @@ DEFAULT_SPEC = Path("examples/mnist-demo.yaml")
 UP_TIMEOUT_S = 120.0
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long its paths
 if not console.is_terminal:  # `make demo > log`: whole round tables, not 80 truncated columns
     console.width = max(console.width, 160)
 
@@ -110,6 +110,7 @@ class Presenter:
     def __init__(self, *, url: str, token: str, token_path: Path, spec: dict[str, Any]) -> None:
         self.url, self.token, self.token_path, self.spec = url, token, token_path, spec
         self.code = 1  # until the campaign succeeded
+        self.stopping = threading.Event()  # Ctrl-C: the API is stopping, nothing more to tell
 
     def where(self, campaign_id: str) -> None:
         # Plain prints: a URL or a token wrapped by the console could not be copied whole.
@@ -134,7 +135,9 @@ class Presenter:
                 console.print(f"it {c['status']}{why}; resuming it (finished rounds are kept)")
                 client.resume(cid)
             self.where(cid)
-            code = watch(client, cid, console)
+            code = watch(client, cid, console, stopped=self.stopping.is_set)
+        if self.stopping.is_set():
+            return code
         console.rule("the demo campaign " + ("succeeded" if code == 0 else "did not succeed"))
         self.where(cid)
         return code
@@ -187,6 +190,7 @@ def demo(
                 port=port,
                 exit_code=lambda: presenter.code,
                 log_level="warning",
+                on_stop=presenter.stopping.set,
             )
         finally:
             console.show_cursor(True)  # stopped mid-campaign: the live bars had hidden it

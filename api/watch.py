@@ -4,6 +4,7 @@ event stream."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -72,8 +73,12 @@ def _print_change(
     shown[key] = mark
 
 
-def watch(client: Client, campaign_id: str, console: Console) -> int:
-    """Follow the campaign until it is final: 0 when it succeeded, 1 otherwise."""
+def watch(
+    client: Client, campaign_id: str, console: Console, stopped: Callable[[], bool] = lambda: False
+) -> int:
+    """Follow the campaign until it is final: 0 when it succeeded, 1 otherwise. Across an API
+    restart it follows again; when `stopped()` (the caller's own API is stopping: `pdistill
+    demo` after Ctrl-C) it returns 1 at once, without a word."""
     bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -95,7 +100,7 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                     if lost:
                         console.print("the API answers again; following the campaign")
                         lost = False
-                    if event == "end" and data.get("reason") != "final":
+                    if event == "end" and data.get("reason") != "final" and not stopped():
                         console.print(f"the API ended the event stream: {data.get('reason')}")
                     if event != "campaign":
                         continue
@@ -131,6 +136,8 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                 if last and last["campaign"]["status"] in FINAL:
                     break
             except ApiError as exc:
+                if stopped():
+                    return 1
                 if exc.status is not None or attempt == RECONNECTS - 1:
                     raise
                 if not lost:  # once per outage: a silent wait looks like a hang
@@ -140,6 +147,8 @@ def watch(client: Client, campaign_id: str, console: Console) -> int:
                         soft_wrap=True,
                     )
                 lost = True
+            if stopped():
+                return 1
             time.sleep(RETRY_S)  # the stream broke (API restarting?): follow it again
     if not last:
         raise ApiError(f"no events from campaign {campaign_id}")

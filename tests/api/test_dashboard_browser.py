@@ -255,6 +255,9 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     expect(page.locator("#teacher")).to_have_text(
         f"ready {t['updates']:,} / {t['updates']:,} updates · loss {loss}"
     )
+    # Where the teacher is kept, for a new campaign's teacher.checkpoint.
+    assert t["checkpoint_uri"], t
+    expect(page.locator("#teacher-uri")).to_have_text(t["checkpoint_uri"])
 
     (api_round,) = stack.get(f"/v1/campaigns/{stack.shown}/rounds")
     row = page.locator("#rounds tr[data-round='1']")

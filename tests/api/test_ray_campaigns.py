@@ -173,6 +173,13 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     path = stack.tmp / f"{cid}-api-e2e-round-1-1-step.safetensors"
     assert f"round 1 student, 1-step sampling: {path}" in " ".join(fetched.stdout.split())
     assert path.read_bytes() == got.content
+    # In a terminal (as Rich sees one) a byte-count bar shows while the file arrives.
+    tty = {**stack.env, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+    fetched = cli("fetch", cid, "--round", "1", "-o", str(stack.tmp / "again.st"), env=tty)
+    assert fetched.returncode == 0, fetched.stderr
+    bar = re.search(r"round 1 student .*[\d.]+/[\d.]+ (bytes|kB|MB)", fetched.stderr)
+    assert bar, fetched.stderr
+    assert (stack.tmp / "again.st").read_bytes() == got.content
     work = stack.tmp / "sample-from-student"
     work.mkdir()
     (work / "student.safetensors").write_bytes(got.content)

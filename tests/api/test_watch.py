@@ -4,6 +4,7 @@ to the store as its driver writes it; the API and the CLI are the real ones."""
 
 from __future__ import annotations
 
+import io
 import queue
 import subprocess
 import sys
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_harness import TINY, idle_server
+from api_harness import TINY, idle_server, wait_for
+from rich.console import Console
 
+from api.client import Client
+from api.watch import watch
 from orchestrator import ray_head
 from orchestrator.store import CampaignStatus, RoundStatus, Store
 
@@ -75,3 +79,31 @@ def _follow(watch: subprocess.Popen[str], db: str, cid: str) -> list[str]:
         store.transition(cid, CampaignStatus.SUCCEEDED, actor="test")
         printed_until(f"{cid} watched: succeeded")
     return printed
+
+
+def test_watch_stops_without_a_word_when_its_caller_is_stopping(
+    ray_head_proc: ray_head.Head, tmp_path: Path, cache_dir: Path
+) -> None:
+    """`pdistill demo` after Ctrl-C: its own API stops and ends the event stream; the watch in
+    the demo's thread neither reports the stream's end nor tries to reconnect."""
+    stopping = threading.Event()
+    out = io.StringIO()
+    codes: list[int] = []
+    console = Console(file=out, width=200)
+    with (
+        idle_server(head=ray_head_proc, tmp=tmp_path, cache_dir=cache_dir) as (server, env),
+        Client(server.url, env["PDISTILL_API_TOKEN"]) as client,
+    ):
+        cid = client.submit(SPEC | {"name": "interrupted"}, key="interrupted")["id"]
+        follower = threading.Thread(
+            target=lambda: codes.append(watch(client, cid, console, stopped=stopping.is_set))
+        )
+        follower.start()
+        wait_for("watch's first line", out.getvalue, lambda s: "pending" in s, timeout=60)
+        stopping.set()
+        server.stop()  # SIGTERM: the server ends its event streams as it stops
+        follower.join(30)
+    assert not follower.is_alive(), out.getvalue()
+    assert codes == [1]
+    assert "ended the event stream" not in out.getvalue()
+    assert "trying again" not in out.getvalue()

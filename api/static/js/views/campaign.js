@@ -41,6 +41,13 @@ function teacherFact(t) {
   return fact('Teacher', h('span', { id: 'teacher' }, ...parts));
 }
 
+// Where a ready teacher is kept: a new campaign can start from it (its spec's teacher.checkpoint).
+function teacherUriFacts(t) {
+  if (!t.checkpoint_uri) return [];
+  return [fact('Teacher checkpoint',
+    h('code', { id: 'teacher-uri', class: 'uri', title: 'Use as teacher.checkpoint in a new campaign' }, t.checkpoint_uri))];
+}
+
 export function campaignView(main, ctx) {
   const [id] = ctx.params;
   const base = `v1/campaigns/${encodeURIComponent(id)}`;
@@ -119,6 +126,7 @@ export function campaignView(main, ctx) {
     keepFocus(facts, () => fill(facts,
       fact('Team', c.team),
       teacherFact(c.teacher),
+      ...teacherUriFacts(c.teacher),
       fact('Round', `${c.current_round ?? 0} of ${c.rounds_total}`),
       fact('Progress', progressEl(c.progress, 'Campaign progress')),
       fact('Best FID', fmtFid(c.best_fid)),
