@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.eval_stage import evaluate_stage
 from orchestrator.report import RoundResult, TeacherResult
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan
@@ -50,7 +51,7 @@ def teacher_stage(c: Campaign) -> dict[str, Any]:
 
 def teacher_eval_stage(c: Campaign, teacher: dict[str, Any]) -> dict[str, Any]:
     run = c.campaign_run(c.tracker())
-    return c.evaluate(c.spec.steps.start, teacher["uri"], "teacher-eval", tracker_run=run)
+    return evaluate_stage(c, c.spec.steps.start, teacher["uri"], "teacher-eval", tracker_run=run)
 
 
 def round_stage(
@@ -63,7 +64,8 @@ def round_stage(
         return c.train(plan, current["uri"], deps[0])
     assert step == "eval"
     teacher = deps[0]
-    return c.evaluate(
+    return evaluate_stage(
+        c,
         plan.student_steps,
         current["uri"],
         f"round-{plan.round}-eval",

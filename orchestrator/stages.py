@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,13 +15,13 @@ from torch import nn
 
 from orchestrator.compile_cache import CompileCache
 from orchestrator.jobs import TEACHER_CHECKPOINT, campaign_prefix
-from orchestrator.local import check_compatible, feature_net, unet_config
+from orchestrator.local import check_compatible, unet_config
 from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, train_worker
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker, open_tracker
-from workers.accel import Accel, choose, prepare
+from workers.accel import Accel, choose
 from workers.checkpoint import (
     checkpoint_bytes,
     load_unet,
@@ -31,11 +29,7 @@ from workers.checkpoint import (
     training_state_bytes,
 )
 from workers.config import DiffusionConfig
-from workers.data import ImageDataset, load_dataset
-from workers.evaluate import eval_noise, evaluate
-from workers.features import FeatureNet
-from workers.fid import FeatureStats, compute_stats
-from workers.images import samples_files
+from workers.data import load_dataset
 from workers.teacher import train_teacher
 from workers.training import ProgressFn
 from workers.unet import UNet
@@ -333,88 +327,6 @@ class Campaign:
                 "run_id": round_run,
             },
         )
-
-    def reference(self, dataset: ImageDataset, net: FeatureNet) -> FeatureStats:
-        """Reference statistics of the dataset, computed once per campaign, kept in storage."""
-        rel = self.rel("reference-stats.npz")
-        raw = self.storage.read_bytes(rel)
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "ref.npz"
-            if raw is not None:
-                path.write_bytes(raw)
-                stats = FeatureStats.load(path)
-                if stats.features == net.name:
-                    return stats
-            stats = compute_stats(net, dataset.images)
-            stats.save(path)
-            self.storage.write_bytes(rel, path.read_bytes())
-        return stats
-
-    def evaluate(
-        self,
-        step_count: int,
-        uri: str,
-        stage: str,
-        *,
-        tracker_run: str | None,
-        teacher_uri: str | None = None,
-    ) -> dict[str, Any]:
-        """FID of the model at `uri` (and of the DDIM teacher) at `step_count` steps."""
-        if (done := self.record(stage)) is not None:
-            return done
-        dataset = load_dataset(self.spec.dataset)
-        accel = choose(self.spec.resources.fast_path)
-        features = feature_net(self.spec, dataset, self.settings.cache_dir, accel.device)
-        reference = self.reference(dataset, features)
-        shape = (dataset.num_channels, dataset.image_size, dataset.image_size)
-        noise = eval_noise(count=self.spec.evaluation.samples, shape=shape, seed=self.spec.seed + 1)
-        out: dict[str, Any] = {
-            "steps": step_count,
-            "features": features.name,
-            "samples": len(noise),
-        }
-        started = time.perf_counter()
-        cache = self.compile_cache(accel)
-        cache.load()
-        files: dict[str, bytes] = {}
-        pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
-        for key, model_uri in pairs:
-            net, _ = load_unet(model_uri)
-            ev = evaluate(
-                prepare(net, accel),
-                noise=noise,
-                num_steps=step_count,
-                output=self.diffusion.output,
-                features=features,
-                reference=reference,
-                batch_size=self.spec.evaluation.batch_size,
-            )
-            out[key] = ev.fid
-            name = f"{'distilled' if key == 'fid' else 'ddim'}-{step_count}"
-            npz, png = samples_files(ev.images)
-            files |= {f"{name}.npz": npz, f"{name}.png": png}
-            self.storage.write_bytes(self.rel(f"samples/{name}.npz"), npz)
-            out[f"{name.split('-')[0]}_grid"] = self.storage.write_bytes(
-                self.rel(f"samples/{name}.png"), png
-            )
-        cache.save()
-        out["eval_seconds"] = time.perf_counter() - started
-        out["gpu_seconds"] = out["eval_seconds"] if torch.cuda.is_available() else 0.0
-        if tracker_run is not None:
-            tracker = self.tracker()
-            tracker.metrics(
-                tracker_run,
-                {f"eval/{k}": out[k] for k in ("fid", "ddim_fid") if k in out}
-                | {
-                    "time/eval_seconds": out["eval_seconds"],
-                    "time/eval_gpu_seconds": out["gpu_seconds"],
-                },
-                step=step_count,
-            )
-            for file, data in files.items():
-                tracker.artifact_bytes(tracker_run, f"samples/{file}", data)
-            tracker.tag(tracker_run, "pdistill.samples_grid", out["distilled_grid"])
-        return self.write_record(stage, out)
 
 
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
