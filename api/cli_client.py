@@ -175,6 +175,9 @@ def fetch(
         int | None,
         typer.Option("--round", min=1, help="the round (default: the last trained one)"),
     ] = None,
+    teacher: Annotated[
+        bool, typer.Option("--teacher", help="the campaign's teacher instead of a student")
+    ] = False,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -182,30 +185,42 @@ def fetch(
         ),
     ] = None,
 ) -> None:
-    """Download a round's distilled student (a safetensors file that holds its config)."""
+    """Download a round's distilled student, or the teacher (a safetensors file that holds its
+    config)."""
+    if teacher and round_k is not None:
+        err.print("[red]error:[/red] --teacher and --round exclude each other", highlight=False)
+        raise typer.Exit(2)
     target = out.expanduser() if out is not None else None
     if target is not None and not (target.is_dir() or target.parent.is_dir()):
         err.print(f"[red]error:[/red] --out: {out}: no such directory", highlight=False)
         raise typer.Exit(2)
     with _client() as client:
         try:
-            rounds = client.get(f"/v1/campaigns/{campaign_id}/rounds")
-            if round_k is None:
-                trained = [r for r in rounds if r["student_url"]]
-                if not trained:
-                    states = ", ".join(f"round {r['k']} {r['status']}" for r in rounds)
-                    err.print(
-                        f"[red]error:[/red] campaign {campaign_id} has no trained round yet "
-                        f"({states})",
-                        highlight=False,
-                    )
-                    raise typer.Exit(1)
-                round_k = trained[-1]["k"]
-            r = next((r for r in rounds if r["k"] == round_k), None)
-            where = f"/v1/campaigns/{campaign_id}/rounds/{round_k}/student.safetensors"
-            with _transfer_bar(f"round {round_k} student") as report:
+            if teacher:  # the API answers 404 with the teacher's status until it is ready
+                what, where = "teacher", f"/v1/campaigns/{campaign_id}/teacher.safetensors"
+            else:
+                what, where = _student(client, campaign_id, round_k)
+            with _transfer_bar(what) as report:
                 path, size = client.download(where, target, progress=report)
         except ApiError as exc:
             raise _fail(exc) from exc
+    console.print(f"{what}: {path} ({size / 1e6:.1f} MB)", highlight=False)
+
+
+def _student(client: Client, campaign_id: str, round_k: int | None) -> tuple[str, str]:
+    """('round K student, N-step sampling', its API path): round K, or the last trained one."""
+    rounds = client.get(f"/v1/campaigns/{campaign_id}/rounds")
+    if round_k is None:
+        trained = [r for r in rounds if r["student_url"]]
+        if not trained:
+            states = ", ".join(f"round {r['k']} {r['status']}" for r in rounds)
+            err.print(
+                f"[red]error:[/red] campaign {campaign_id} has no trained round yet ({states})",
+                highlight=False,
+            )
+            raise typer.Exit(1)
+        round_k = trained[-1]["k"]
+    r = next((r for r in rounds if r["k"] == round_k), None)
     steps = f", {r['student_steps']}-step sampling" if r else ""
-    console.print(f"round {round_k} student{steps}: {path} ({size / 1e6:.1f} MB)", highlight=False)
+    where = f"/v1/campaigns/{campaign_id}/rounds/{round_k}/student.safetensors"
+    return f"round {round_k} student{steps}", where

@@ -52,6 +52,10 @@ class TeacherOut(_Out):
         description="Where the teacher is kept once ready. A new campaign's `teacher.checkpoint` "
         "may name it, to distil the same teacher with other settings without training it again."
     )
+    checkpoint_url: str | None = Field(
+        description="The same file from the API (safetensors, its config in the header), once "
+        "ready."
+    )
 
 
 class CampaignOut(_Out):

@@ -40,6 +40,7 @@ def teacher_out(c: CampaignView, storage: Storage) -> TeacherOut:
         source="train" if c.teacher_updates else "checkpoint",
         status=status,
         checkpoint_uri=storage.uri(f"{folder}/{TEACHER_CHECKPOINT}") if status == "ready" else None,
+        checkpoint_url=f"/v1/campaigns/{c.id}/teacher.safetensors" if status == "ready" else None,
         updates=c.teacher_updates,
         updates_done=c.teacher_updates_done,
         loss=c.teacher_loss,

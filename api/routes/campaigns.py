@@ -8,11 +8,12 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
 from api.auth import Caller, CallerDep, ServicesDep, owned_campaign
 from api.errors import InputError
+from api.routes.stored import CHECKPOINT_RESPONSES, checkpoint
 from api.schemas import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -21,8 +22,8 @@ from api.schemas import (
     Problem,
     ValidationProblem,
 )
-from api.services import Services
-from orchestrator.jobs import Demand
+from api.services import Services, teacher_out
+from orchestrator.jobs import Demand, storage_name
 from orchestrator.ray_link import RayUnavailableError
 from orchestrator.scheduler import cancel_campaign, resume_campaign
 from orchestrator.spec import CampaignSpec, SpecError, parse_spec, plan_rounds
@@ -271,6 +272,23 @@ def resume(campaign_id: str, svc: ServicesDep, who: CallerDep) -> CampaignOut:
     """Queue a failed or cancelled campaign again; its finished rounds are not run again."""
     c = owned_campaign(svc, who, campaign_id)
     return _out(svc, resume_campaign(svc.store, c, actor=who.actor))
+
+
+@router.get(
+    "/campaigns/{campaign_id}/teacher.safetensors",
+    response_class=StreamingResponse,
+    responses={**CHECKPOINT_RESPONSES, **ERRORS},
+)
+def teacher(campaign_id: str, svc: ServicesDep, who: CallerDep) -> StreamingResponse:
+    """The campaign's teacher, trained or loaded, which samples in the spec's `steps.start`
+    (404 until it is ready): the file `teacher.checkpoint_uri` names, for a client that cannot
+    reach the campaign's storage."""
+    c = owned_campaign(svc, who, campaign_id)
+    t = teacher_out(c, svc.storage(c))
+    if t.checkpoint_uri is None:
+        raise HTTPException(404, f"the teacher of campaign {c.id} is {t.status}: not ready yet")
+    name = f"{storage_name(c.id, c.name)}-teacher-{c.spec['steps']['start']}-step.safetensors"
+    return checkpoint(svc, c, t.checkpoint_uri, "its teacher", name)
 
 
 @router.get(

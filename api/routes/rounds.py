@@ -4,14 +4,14 @@ each round's distilled student."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
 from fastapi.responses import StreamingResponse
 
 from api.auth import CallerDep, ServicesDep, owned_campaign
 from api.routes.campaigns import ERRORS
+from api.routes.stored import CHECKPOINT_RESPONSES, checkpoint, stored
 from api.schemas import LossPoint, Problem, RoundOut, TrialOut
 from api.services import Services, round_out, trial_out
 from orchestrator.jobs import storage_name
@@ -19,7 +19,6 @@ from orchestrator.storage import Storage
 from orchestrator.store import CampaignView, RoundView
 
 router = APIRouter(prefix="/v1/campaigns/{campaign_id}/rounds", tags=["rounds"])
-T = TypeVar("T")
 RoundK = Annotated[int, Path(ge=1, le=64, description="1-based round number.")]
 
 
@@ -28,21 +27,6 @@ def _round(svc: Services, c: CampaignView, k: int) -> RoundView:
         if r.k == k:
             return r
     raise HTTPException(404, f"campaign {c.id} has no round {k} (it has 1..{c.rounds_total})")
-
-
-def _stored(
-    svc: Services, c: CampaignView, uri: str, what: str, read: Callable[[Storage, str], T | None]
-) -> T:
-    """`read(storage, path)` of the file a stage record names as `uri`; 404 when it is missing
-    or lies outside the campaign's storage (a record never points the API elsewhere)."""
-    storage = svc.storage(c)
-    prefix = storage.root_uri.rstrip("/") + "/"
-    if not uri.startswith(prefix):
-        raise HTTPException(404, f"{what} {uri} is outside the campaign storage")
-    found = read(storage, uri.removeprefix(prefix))
-    if found is None:
-        raise HTTPException(404, f"{what} {uri} is missing from storage")
-    return found
 
 
 @router.get("", response_model=list[RoundOut], responses=ERRORS)
@@ -98,23 +82,14 @@ def samples(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> Re
     if record is None or not record.get("distilled_grid"):
         raise HTTPException(404, f"round {k} of campaign {c.id} has not been evaluated yet")
     grid = str(record["distilled_grid"])
-    data = _stored(svc, c, grid, f"round {k}'s sample grid", Storage.read_bytes)
+    data = stored(svc, c, grid, f"round {k}'s sample grid", Storage.read_bytes)
     return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
 @router.get(
     "/{k}/student.safetensors",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-            "description": "The student's weights; its config is in the safetensors header.",
-        },
-        503: {"model": Problem, "description": "Campaign storage does not answer."},
-        **ERRORS,
-    },
+    responses={**CHECKPOINT_RESPONSES, **ERRORS},
 )
 def student(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> StreamingResponse:
     """The distilled student of round k, which samples in the round's `student_steps` (404
@@ -125,13 +100,5 @@ def student(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> St
     record = svc.stage_record(c, f"round-{k}-train")
     if record is None:
         raise HTTPException(404, f"round {k} of campaign {c.id} is {r.status}: no student yet")
-    size, chunks = _stored(svc, c, str(record["uri"]), f"round {k}'s student", Storage.read_chunks)
     name = f"{storage_name(c.id, c.name)}-round-{k}-{r.student_steps}-step.safetensors"
-    return StreamingResponse(
-        chunks,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{name}"',
-        },
-    )
+    return checkpoint(svc, c, str(record["uri"]), f"round {k}'s student", name)

@@ -277,6 +277,13 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     with stack.http() as h:
         served = h.get(api_round["student_url"])
     assert served.status_code == 200 and Path(got.value.path()).read_bytes() == served.content
+    # The teacher likewise, from the campaign's facts.
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Download the teacher").click()
+    assert got.value.suggested_filename == f"{stack.shown}-dash-tiny-teacher-2-step.safetensors"
+    with stack.http() as h:
+        served = h.get(t["checkpoint_url"])
+    assert served.status_code == 200 and Path(got.value.path()).read_bytes() == served.content
 
     # FID vs steps: one point per series (a single round), drawn inside the plot.
     fid = page.locator("#fid-chart svg.chart")

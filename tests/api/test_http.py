@@ -91,6 +91,7 @@ def test_team_b_can_neither_read_list_cancel_nor_resume_team_a(client: TestClien
         ("GET", f"/v1/campaigns/{mine}/rounds/1/loss"),
         ("GET", f"/v1/campaigns/{mine}/rounds/1/samples.png"),
         ("GET", f"/v1/campaigns/{mine}/rounds/1/student.safetensors"),
+        ("GET", f"/v1/campaigns/{mine}/teacher.safetensors"),
         ("GET", f"/v1/campaigns/{mine}/logs"),
         ("GET", f"/v1/campaigns/{mine}/events"),
         ("POST", f"/v1/campaigns/{mine}/cancel"),
@@ -149,6 +150,11 @@ def test_submit_json_and_yaml_then_read_back(client: TestClient) -> None:
     r = client.get(f"/v1/campaigns/{c['id']}/rounds/1/student.safetensors", headers=vision)
     assert r.status_code == 404
     assert r.json()["detail"] == f"round 1 of campaign {c['id']} is pending: no student yet"
+    teacher = client.get(f"/v1/campaigns/{c['id']}", headers=vision).json()["teacher"]
+    assert teacher["checkpoint_uri"] is None and teacher["checkpoint_url"] is None
+    r = client.get(f"/v1/campaigns/{c['id']}/teacher.safetensors", headers=vision)
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"the teacher of campaign {c['id']} is pending: not ready yet"
     assert client.get(f"/v1/campaigns/{c['id']}", headers=vision).json()["id"] == c["id"]
 
 
@@ -345,6 +351,7 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         "loss": None,
         "finished_at": None,
         "checkpoint_uri": None,
+        "checkpoint_url": None,
     }
     loaded = submit(client, vision, teacher={"checkpoint": "s3://models/teacher.safetensors"})
     assert (loaded["teacher"]["source"], loaded["teacher"]["updates"]) == ("checkpoint", 0)
@@ -373,6 +380,22 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         # Where the stage keeps it: a new campaign's teacher.checkpoint may name it.
         folder = Path(settings.storage_uri).resolve() / "campaigns" / f"{c['id']}-api-tiny"
         assert now["teacher"]["checkpoint_uri"] == str(folder / "teacher.safetensors")
+        # The same file from the API, streamed from storage once it is there.
+        url = now["teacher"]["checkpoint_url"]
+        assert url == f"/v1/campaigns/{c['id']}/teacher.safetensors"
+        r = client.get(url, headers=vision)
+        assert r.status_code == 404
+        assert (
+            r.json()["detail"]
+            == f"its teacher {folder / 'teacher.safetensors'} is missing from storage"
+        )
+        folder.mkdir(parents=True)
+        (folder / "teacher.safetensors").write_bytes(b"weights" * 1000)
+        r = client.get(url, headers=vision)
+        assert r.status_code == 200 and r.content == b"weights" * 1000
+        assert r.headers["content-length"] == "7000"
+        name = f"{c['id']}-api-tiny-teacher-2-step.safetensors"  # steps.start: 2
+        assert r.headers["content-disposition"] == f'attachment; filename="{name}"'
         assert now["progress"] == 0.725  # (1 + 0.9 × 5/10) / 2
         store.transition(loaded["id"], CampaignStatus.FAILED, actor="test", reason="x")
         assert get(loaded["id"])["teacher"]["status"] == "failed"

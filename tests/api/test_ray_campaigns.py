@@ -23,6 +23,7 @@ from api_harness import TINY, ApiServer, api_env, cli, dashboard_job, wait_for
 from orchestrator import ray_head
 from orchestrator.store import Store
 from workers.checkpoint import load_checkpoint
+from workers.data import read_uri_bytes
 
 # The e2e campaign also searches its LR: two short Tune trials before the round trains.
 TUNED = TINY | {
@@ -177,9 +178,18 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     tty = {**stack.env, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
     fetched = cli("fetch", cid, "--round", "1", "-o", str(stack.tmp / "again.st"), env=tty)
     assert fetched.returncode == 0, fetched.stderr
-    bar = re.search(r"round 1 student .*[\d.]+/[\d.]+ (bytes|kB|MB)", fetched.stderr)
+    bar = re.search(
+        r"round 1 student, 1-step sampling .*[\d.]+/[\d.]+ (bytes|kB|MB)", fetched.stderr
+    )
     assert bar, fetched.stderr
     assert (stack.tmp / "again.st").read_bytes() == got.content
+    # The teacher too, for a client without access to the campaign's storage.
+    assert t["checkpoint_url"] == f"/v1/campaigns/{cid}/teacher.safetensors"
+    fetched = cli("fetch", cid, "--teacher", "-o", str(stack.tmp), env=stack.env)
+    assert fetched.returncode == 0, fetched.stderr
+    path = stack.tmp / f"{cid}-api-e2e-teacher-2-step.safetensors"
+    assert f"teacher: {path}" in " ".join(fetched.stdout.split())
+    assert path.read_bytes() == read_uri_bytes(t["checkpoint_uri"])  # the file in S3
     work = stack.tmp / "sample-from-student"
     work.mkdir()
     (work / "student.safetensors").write_bytes(got.content)
@@ -351,6 +361,10 @@ def test_cli_errors_are_one_line_with_exit_codes(stack: Stack, tmp_path: Path) -
     assert out.returncode == 1 and "cannot reach the API" in out.stderr
     out = cli("fetch", "c-000000000000", env=stack.env)
     assert out.returncode == 2 and "no campaign 'c-000000000000'" in out.stderr
+    out = cli("fetch", "c-000000000000", "--teacher", env=stack.env)
+    assert out.returncode == 2 and "no campaign 'c-000000000000'" in out.stderr
+    out = cli("fetch", "c-000000000000", "--teacher", "--round", "1", env=stack.env)
+    assert out.returncode == 2 and "--teacher and --round exclude each other" in out.stderr
     out = cli("fetch", "c-000000000000", "-o", str(tmp_path / "no" / "x.st"), env=stack.env)
     assert out.returncode == 2 and f"--out: {tmp_path / 'no' / 'x.st'}: no such directory" in (
         " ".join(out.stderr.split())

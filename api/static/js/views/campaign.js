@@ -41,11 +41,16 @@ function teacherFact(t) {
   return fact('Teacher', h('span', { id: 'teacher' }, ...parts));
 }
 
-// Where a ready teacher is kept: a new campaign can start from it (its spec's teacher.checkpoint).
+// Where a ready teacher is kept: a new campaign can start from it (its spec's teacher.checkpoint);
+// the same file can be downloaded from the API.
 function teacherUriFacts(t) {
   if (!t.checkpoint_uri) return [];
   return [fact('Teacher checkpoint',
-    h('code', { id: 'teacher-uri', class: 'uri', title: 'Use as teacher.checkpoint in a new campaign' }, t.checkpoint_uri))];
+    h('code', { id: 'teacher-uri', class: 'uri', title: 'Use as teacher.checkpoint in a new campaign' }, t.checkpoint_uri),
+    ' ',
+    h('button', {
+      type: 'button', class: 'secondary small', 'data-download': t.checkpoint_url, 'aria-label': 'Download the teacher',
+    }, 'Download'))];
 }
 
 export function campaignView(main, ctx) {
@@ -283,8 +288,9 @@ export function campaignView(main, ctx) {
     }
   });
 
-  // The round table is drawn again as the campaign moves: one listener on its box.
-  roundsBox.addEventListener('click', async (event) => {
+  // The round table and the facts are drawn again as the campaign moves: one listener on each
+  // box for their Download buttons (the students', the teacher's).
+  async function onDownload(event) {
     const button = event.target.closest('button[data-download]');
     if (!button) return;
     button.disabled = true;
@@ -296,7 +302,9 @@ export function campaignView(main, ctx) {
     } finally {
       button.disabled = false;
     }
-  });
+  }
+  roundsBox.addEventListener('click', onDownload);
+  facts.addEventListener('click', onDownload);
 
   logDetails.addEventListener('toggle', async () => {
     if (!logDetails.open) return;
