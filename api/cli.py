@@ -140,13 +140,14 @@ def run(
 
 
 def _register() -> None:
-    from api import cli_client, cli_server, demo
+    from api import cli_client, cli_sample, cli_server, demo
 
     app.command("serve")(cli_server.serve)
     app.command("demo")(demo.demo)
     app.add_typer(cli_server.token_app, name="token")
     for name in ("submit", "status", "watch", "cancel", "logs", "fetch"):
         app.command(name)(getattr(cli_client, name))
+    app.command("sample")(cli_sample.sample)
 
 
 _register()

@@ -185,8 +185,9 @@ def fetch(
         ),
     ] = None,
 ) -> None:
-    """Download a round's distilled student, or the teacher (a safetensors file that holds its
-    config)."""
+    """Download a round's distilled student, or the teacher.
+
+    One safetensors file that holds its config (`pdistill sample` draws images from it)."""
     if teacher and round_k is not None:
         err.print("[red]error:[/red] --teacher and --round exclude each other", highlight=False)
         raise typer.Exit(2)

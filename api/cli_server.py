@@ -126,8 +126,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="default: PDISTILL_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: PDISTILL_API_PORT")] = None,
 ) -> None:
-    """Run the control plane: HTTP API, reconciler, and (when PDISTILL_RAY_ADDRESS is unset) a
-    local Ray head in its own process, which outlives a crash of this one."""
+    """Run the control plane: the HTTP API and dashboard, the reconciler, a local Ray head.
+
+    The Ray head starts when PDISTILL_RAY_ADDRESS is unset, in its own process, which outlives
+    a crash of this one."""
     configured = Settings()
     host, port = host or configured.api_host, port or configured.api_port
     refuse_taken_address(host, port)

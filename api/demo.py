@@ -150,9 +150,10 @@ def demo(
     host: Annotated[str | None, typer.Option(help="default: PDISTILL_API_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: PDISTILL_API_PORT")] = None,
 ) -> None:
-    """Serve the control plane (like `serve`), run the demo campaign on it as the team `demo`,
-    follow it, then keep serving so the dashboard shows it; Ctrl-C stops (exit 0 when the
-    campaign succeeded, 1 otherwise)."""
+    """Serve, run the demo campaign and follow it; then keep serving for the dashboard.
+
+    Like `serve`, with the campaign submitted as the team `demo`; Ctrl-C stops (exit 0 when
+    the campaign succeeded, 1 otherwise)."""
     from orchestrator.spec import SpecError
 
     try:

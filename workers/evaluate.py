@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,21 +20,26 @@ def eval_noise(*, count: int, shape: tuple[int, int, int], seed: int) -> Tensor:
 
 
 def sample_images(
-    net: nn.Module, *, noise: Tensor, num_steps: int, output: ModelOutput, batch_size: int
+    net: nn.Module,
+    *,
+    noise: Tensor,
+    num_steps: int,
+    output: ModelOutput,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Tensor:
     """DDIM samples (x̂ clipped to [−1, 1]) for every row of `noise`, in batches, on the CPU.
 
-    Each batch runs on `net`'s device.
+    Each batch runs on `net`'s device; `on_batch(n)` hears of each batch's n images once done.
     """
     device = next(net.parameters()).device
-    return torch.cat(
-        [
-            ddim_sample(
-                net, noise=chunk.to(device), num_steps=num_steps, output=output, clip_x=True
-            ).cpu()
-            for chunk in noise.split(batch_size)
-        ]
-    )
+    parts = []
+    for chunk in noise.split(batch_size):
+        x = ddim_sample(net, noise=chunk.to(device), num_steps=num_steps, output=output)
+        parts.append(x.cpu())
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return torch.cat(parts)
 
 
 @dataclass(frozen=True)

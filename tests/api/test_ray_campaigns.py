@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 from api_harness import TINY, ApiServer, api_env, cli, dashboard_job, wait_for
@@ -200,6 +201,15 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     assert sampled.returncode == 0, sampled.stderr
     assert "16 samples in 1 steps: samples.png" in sampled.stdout
     assert (work / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # pdistill sample does the same from the command line: the same 16 images.
+    drawn = cli(
+        "sample", str(work / "student.safetensors"), "-n", "16", "-o", str(work / "cli.png"),
+        env=stack.env,
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    assert "16 images from the round 1 student in 1 steps" in " ".join(drawn.stdout.split())
+    with np.load(work / "cli.npz") as a, np.load(work / "samples.npz") as b:
+        assert np.array_equal(a["images"], b["images"])
     # Each transition once, by whom it should be.
     assert _audit(stack, cid) == [
         (None, "queued", "team:vision"),
