@@ -56,6 +56,12 @@ class TeacherOut(_Out):
         description="The same file from the API (safetensors, its config in the header), once "
         "ready."
     )
+    steps: int = Field(description="Its sampling steps: the spec's `steps.start` (DDIM).")
+    fid: float | None = Field(
+        description="FID of its samples in `steps` steps, once evaluated: what each round's "
+        "student is distilled from (same feature network and samples as the rounds' FIDs)."
+    )
+    samples_url: str | None = Field(description="Its sample grid (PNG), once evaluated.")
 
 
 class CampaignOut(_Out):

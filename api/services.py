@@ -45,6 +45,11 @@ def teacher_out(c: CampaignView, storage: Storage) -> TeacherOut:
         updates_done=c.teacher_updates_done,
         loss=c.teacher_loss,
         finished_at=c.teacher_finished_at,
+        steps=c.spec["steps"]["start"],
+        fid=c.teacher_fid,
+        samples_url=(
+            f"/v1/campaigns/{c.id}/teacher/samples.png" if c.teacher_fid is not None else None
+        ),
     )
 
 

@@ -35,16 +35,29 @@ def round_line(r: dict[str, Any]) -> str:
 
 
 def teacher_line(t: dict[str, Any]) -> str:
+    fid = f", FID {t['fid']:.2f} at {t['steps']} steps" if t.get("fid") is not None else ""
     if t["source"] == "checkpoint":
-        return f"teacher (from a checkpoint): {t['status']}"
+        return f"teacher (from a checkpoint): {t['status']}{fid}"
     line = f"teacher: {t['status']}, {t['updates_done']}/{t['updates']} updates"
-    return line + (f", loss {t['loss']:.4g}" if t.get("loss") is not None else "")
+    return line + (f", loss {t['loss']:.4g}" if t.get("loss") is not None else "") + fid
 
 
 def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Table:
     table = Table(title=f"{campaign['id']} {campaign['name']}: {campaign['status']}")
     for col in ("round", "steps", "status", "updates", "lr", "loss", "FID", "DDIM FID", "wall s"):
         table.add_column(col, justify="right")
+    t = campaign["teacher"]
+    table.add_row(
+        "teacher",
+        str(t["steps"]),
+        t["status"],
+        f"{t['updates_done']}/{t['updates']}" if t["source"] == "train" else "loaded",
+        "-",
+        _fmt(t.get("loss"), ".4g"),
+        _fmt(t.get("fid")),
+        _fmt(t.get("fid")),  # the teacher samples with DDIM: its own FID at its own steps
+        "-",
+    )
     for r in rounds:
         table.add_row(
             str(r["k"]),
@@ -60,14 +73,18 @@ def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Tabl
     return table
 
 
+Shown = dict[int, tuple[str, int, bool]]  # stage (0: the teacher) → what was printed of it
+
+
 def _print_change(
-    console: Console, shown: dict[int, tuple[str, int]], key: int, line: str, done: int, total: int
+    console: Console, shown: Shown, key: int, line: str, done: int, total: int
 ) -> None:
-    """Print `line` when its head (before the first comma: who and status) changed, so a
-    status change also reaches logs where the bars do not show; there (a pipe, a file) also at
-    each tenth of its updates, so a long stage shows it moves."""
+    """Print `line` when its head (before the first comma: who and status) changed, or it
+    gained an FID (the teacher's comes after it is ready), so these also reach logs where the
+    bars do not show; there (a pipe, a file) also at each tenth of its updates, so a long stage
+    shows it moves."""
     tenth = done * 10 // total if total > 0 and not console.is_terminal else 0
-    mark = (line.split(",")[0], tenth)
+    mark = (line.split(",")[0], tenth, "FID" in line)
     if mark != shown.get(key):
         console.print(line, soft_wrap=True)
     shown[key] = mark
@@ -89,7 +106,7 @@ def watch(
         disable=not console.is_terminal,
     )
     tasks: dict[int, Any] = {}
-    shown: dict[int, tuple[str, int]] = {}
+    shown: Shown = {}
     last: dict[str, Any] = {}
     status_shown = ""
     lost = False  # the API is unreachable (since the last failed attempt)

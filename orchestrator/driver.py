@@ -176,16 +176,21 @@ class ProgressWriter:
 
     def _teacher(self, snap: Snapshot, stored: CampaignView) -> dict[str, Any]:
         """The teacher's fields: from its stage record once it is ready (the time it was first
-        seen ready is kept across drivers), else from its loss logged in MLflow. The planned
-        updates too: a campaign made before the store had them (migration 0002) reads 0."""
+        seen ready is kept across drivers), with its FID once evaluated; else from its loss
+        logged in MLflow. The planned updates too: a campaign made before the store had them
+        (migration 0002) reads 0."""
         planned = self.spec.teacher.updates
         record = snap.record("teacher")
         if record is not None:
+            fid = self.teacher.get("teacher_fid")  # read until found, then kept
+            if fid is None:
+                fid = _finite((snap.record("teacher-eval") or {}).get("fid"))
             return {
                 "teacher_updates": planned,
                 "teacher_updates_done": planned,
                 "teacher_loss": _finite(record.get("final_loss")),
                 "teacher_finished_at": stored.teacher_finished_at or utcnow(),
+                "teacher_fid": fid,
             }
         fields: dict[str, Any] = {"teacher_updates": planned, "teacher_finished_at": None}
         points = current_attempt(snap.history(f"campaign/{self.spec.name}", TEACHER_LOSS))

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from api.auth import Caller, CallerDep, ServicesDep, owned_campaign
 from api.errors import InputError
-from api.routes.stored import CHECKPOINT_RESPONSES, checkpoint
+from api.routes.stored import CHECKPOINT_RESPONSES, GRID_RESPONSES, checkpoint, sample_grid
 from api.schemas import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -289,6 +289,17 @@ def teacher(campaign_id: str, svc: ServicesDep, who: CallerDep) -> StreamingResp
         raise HTTPException(404, f"the teacher of campaign {c.id} is {t.status}: not ready yet")
     name = f"{storage_name(c.id, c.name)}-teacher-{c.spec['steps']['start']}-step.safetensors"
     return checkpoint(svc, c, t.checkpoint_uri, "its teacher", name)
+
+
+@router.get(
+    "/campaigns/{campaign_id}/teacher/samples.png",
+    response_class=Response,
+    responses={**GRID_RESPONSES, **ERRORS},
+)
+def teacher_samples(campaign_id: str, svc: ServicesDep, who: CallerDep) -> Response:
+    """The teacher's sample grid: DDIM in the spec's `steps.start`, drawn from the noise every
+    evaluation of the campaign starts from (404 until the teacher is evaluated)."""
+    return sample_grid(svc, owned_campaign(svc, who, campaign_id), "teacher-eval", "the teacher")
 
 
 @router.get(

@@ -11,11 +11,10 @@ from fastapi.responses import StreamingResponse
 
 from api.auth import CallerDep, ServicesDep, owned_campaign
 from api.routes.campaigns import ERRORS
-from api.routes.stored import CHECKPOINT_RESPONSES, checkpoint, stored
+from api.routes.stored import CHECKPOINT_RESPONSES, GRID_RESPONSES, checkpoint, sample_grid
 from api.schemas import LossPoint, Problem, RoundOut, TrialOut
 from api.services import Services, round_out, trial_out
 from orchestrator.jobs import storage_name
-from orchestrator.storage import Storage
 from orchestrator.store import CampaignView, RoundView
 
 router = APIRouter(prefix="/v1/campaigns/{campaign_id}/rounds", tags=["rounds"])
@@ -65,25 +64,12 @@ def loss(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> list[
     ]
 
 
-@router.get(
-    "/{k}/samples.png",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
-        503: {"model": Problem, "description": "Campaign storage does not answer."},
-        **ERRORS,
-    },
-)
+@router.get("/{k}/samples.png", response_class=Response, responses={**GRID_RESPONSES, **ERRORS})
 def samples(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> Response:
     """The distilled student's sample grid of round k (404 until the round is evaluated)."""
     c = owned_campaign(svc, who, campaign_id)
     _round(svc, c, k)
-    record = svc.stage_record(c, f"round-{k}-eval")
-    if record is None or not record.get("distilled_grid"):
-        raise HTTPException(404, f"round {k} of campaign {c.id} has not been evaluated yet")
-    grid = str(record["distilled_grid"])
-    data = stored(svc, c, grid, f"round {k}'s sample grid", Storage.read_bytes)
-    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+    return sample_grid(svc, c, f"round-{k}-eval", f"round {k}")
 
 
 @router.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Response
 from fastapi.responses import StreamingResponse
 
 from api.schemas import Problem
@@ -29,6 +29,23 @@ def stored(
     if found is None:
         raise HTTPException(404, f"{what} {uri} is missing from storage")
     return found
+
+
+# The OpenAPI responses of a route that answers a sample grid (`sample_grid`).
+GRID_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    503: {"model": Problem, "description": "Campaign storage does not answer."},
+}
+
+
+def sample_grid(svc: Services, c: CampaignView, stage: str, what: str) -> Response:
+    """The PNG grid of the samples that evaluation `stage` drew (404 until it is recorded)."""
+    record = svc.stage_record(c, stage)
+    if record is None or not record.get("distilled_grid"):
+        raise HTTPException(404, f"{what} of campaign {c.id} has not been evaluated yet")
+    grid = str(record["distilled_grid"])
+    data = stored(svc, c, grid, f"{what}'s sample grid", Storage.read_bytes)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
 # The OpenAPI responses of a route that streams a safetensors checkpoint (`checkpoint`).

@@ -40,6 +40,7 @@ CAMPAIGN_FIELDS = frozenset(
         "teacher_updates_done",
         "teacher_loss",
         "teacher_finished_at",
+        "teacher_fid",
     }
 )
 _ROUND_ACTIVE = (RoundStatus.TUNING, RoundStatus.TRAINING, RoundStatus.EVALUATING)

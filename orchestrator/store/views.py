@@ -55,6 +55,7 @@ class CampaignView:
     teacher_updates_done: int
     teacher_loss: float | None
     teacher_finished_at: datetime | None
+    teacher_fid: float | None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

@@ -255,6 +255,9 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     expect(page.locator("#teacher")).to_have_text(
         f"ready {t['updates']:,} / {t['updates']:,} updates · loss {loss}"
     )
+    # Its FID at its own steps: what the students are distilled from.
+    assert t["fid"] is not None and t["steps"] == 2, t
+    expect(page.locator("#teacher-fid")).to_have_text(f"{t['fid']:.2f} at 2 steps")
     # Where the teacher is kept, for a new campaign's teacher.checkpoint.
     assert t["checkpoint_uri"], t
     expect(page.locator("#teacher-uri")).to_have_text(t["checkpoint_uri"])
@@ -285,10 +288,10 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
         served = h.get(t["checkpoint_url"])
     assert served.status_code == 200 and Path(got.value.path()).read_bytes() == served.content
 
-    # FID vs steps: one point per series (a single round), drawn inside the plot.
+    # FID vs steps: the round's student at 1 step; DDIM at 1 step and the teacher's own 2.
     fid = page.locator("#fid-chart svg.chart")
     expect(fid.locator("g.series[data-series='distilled student'] .point")).to_have_count(1)
-    expect(fid.locator("g.series[data-series='DDIM teacher'] .point")).to_have_count(1)
+    expect(fid.locator("g.series[data-series='DDIM teacher'] .point")).to_have_count(2)
     # Loss curve: a path through the logged points.
     loss_path = page.locator("#loss-charts figure[data-loss-round='1'] path.series-line")
     expect(loss_path).to_have_count(1)
@@ -299,6 +302,13 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     expect(trials.locator("g.series .point.highlight")).to_have_count(1)
     # The sample grid, fetched with the token and shown from a blob: URL.
     img = page.locator("#samples figure[data-samples-round='1'] img")
+    expect(img).to_have_attribute("src", re.compile(r"^blob:"))
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+    # The teacher's grid first, from the same noise: the quality the students are distilled from.
+    first = page.locator("#samples figure").first
+    expect(first).to_have_attribute("data-samples-round", "teacher")
+    expect(first.locator("figcaption")).to_have_text(f"Teacher: 2 steps (DDIM), FID {t['fid']:.2f}")
+    img = first.locator("img")
     expect(img).to_have_attribute("src", re.compile(r"^blob:"))
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
     expect(page.locator("#ray-link")).to_have_attribute("href", re.compile(r"/#/jobs/pdistill-"))

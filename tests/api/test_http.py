@@ -92,6 +92,7 @@ def test_team_b_can_neither_read_list_cancel_nor_resume_team_a(client: TestClien
         ("GET", f"/v1/campaigns/{mine}/rounds/1/samples.png"),
         ("GET", f"/v1/campaigns/{mine}/rounds/1/student.safetensors"),
         ("GET", f"/v1/campaigns/{mine}/teacher.safetensors"),
+        ("GET", f"/v1/campaigns/{mine}/teacher/samples.png"),
         ("GET", f"/v1/campaigns/{mine}/logs"),
         ("GET", f"/v1/campaigns/{mine}/events"),
         ("POST", f"/v1/campaigns/{mine}/cancel"),
@@ -352,6 +353,9 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         "finished_at": None,
         "checkpoint_uri": None,
         "checkpoint_url": None,
+        "steps": 2,
+        "fid": None,
+        "samples_url": None,
     }
     loaded = submit(client, vision, teacher={"checkpoint": "s3://models/teacher.safetensors"})
     assert (loaded["teacher"]["source"], loaded["teacher"]["updates"]) == ("checkpoint", 0)
@@ -397,6 +401,26 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         name = f"{c['id']}-api-tiny-teacher-2-step.safetensors"  # steps.start: 2
         assert r.headers["content-disposition"] == f'attachment; filename="{name}"'
         assert now["progress"] == 0.725  # (1 + 0.9 × 5/10) / 2
+        # Its FID at its own 2 steps, once its evaluation is recorded, and the sample grid.
+        assert (now["teacher"]["fid"], now["teacher"]["samples_url"]) == (None, None)
+        grid_url = f"/v1/campaigns/{c['id']}/teacher/samples.png"
+        r = client.get(grid_url, headers=vision)
+        assert r.status_code == 404
+        assert r.json()["detail"] == f"the teacher of campaign {c['id']} has not been evaluated yet"
+        store.update_campaign(c["id"], teacher_fid=12.5)
+        assert (get(c["id"])["teacher"]["fid"], get(c["id"])["teacher"]["samples_url"]) == (
+            12.5,
+            grid_url,
+        )
+        grid = folder / "samples" / "distilled-2.png"
+        grid.parent.mkdir()
+        grid.write_bytes(b"\x89PNG grid")
+        (folder / "stages").mkdir()
+        record = {"fid": 12.5, "distilled_grid": str(grid)}
+        (folder / "stages" / "teacher-eval.json").write_text(json.dumps(record))
+        r = client.get(grid_url, headers=vision)
+        assert r.status_code == 200 and r.content == b"\x89PNG grid"
+        assert r.headers["content-type"] == "image/png"
         store.transition(loaded["id"], CampaignStatus.FAILED, actor="test", reason="x")
         assert get(loaded["id"])["teacher"]["status"] == "failed"
 

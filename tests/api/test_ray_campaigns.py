@@ -130,6 +130,14 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     assert t["checkpoint_uri"] == f"{storage}/campaigns/{cid}-api-e2e/teacher.safetensors"
     _, teacher_config = load_checkpoint(t["checkpoint_uri"])
     assert (teacher_config["role"], teacher_config["steps"]) == ("teacher", 2)
+    # Its FID at its own 2 steps: the teacher-eval stage's, copied by the driver.
+    folder = f"{storage}/campaigns/{cid}-api-e2e"
+    evaluated = json.loads(read_uri_bytes(f"{folder}/stages/teacher-eval.json"))
+    assert (t["steps"], t["fid"]) == (2, evaluated["fid"]) and t["fid"] > 0
+    assert t["samples_url"] == f"/v1/campaigns/{cid}/teacher/samples.png"
+    t_loss, t_fid = f"{t['loss']:.4g}", f"{t['fid']:.2f}"
+    teacher_seen = f"teacher: ready, 30/30 updates, loss {t_loss}, FID {t_fid} at 2 steps"
+    assert teacher_seen in watched.stdout
     assert c["links"]["ray_dashboard"].endswith(f"/#/jobs/{sid}")
     (r,) = stack.get(f"/v1/campaigns/{cid}/rounds")
     assert (r["status"], r["updates_done"], r["teacher_steps"], r["student_steps"]) == (
@@ -148,9 +156,10 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     loss = stack.get(f"/v1/campaigns/{cid}/rounds/1/loss")
     assert [p["step"] for p in loss][-1] == 10 and all(p["loss"] > 0 for p in loss)
     with stack.http() as h:
-        png = h.get(r["samples_url"])
-        assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
-        assert png.headers["content-type"] == "image/png"
+        for grid_url in (r["samples_url"], t["samples_url"]):
+            png = h.get(grid_url)
+            assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+            assert png.headers["content-type"] == "image/png"
         assert r["student_url"] == f"/v1/campaigns/{cid}/rounds/1/student.safetensors"
         got = h.get(r["student_url"])
         assert got.status_code == 200, got.text
@@ -166,8 +175,10 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     assert "all 1 rounds trained" in cli("logs", cid, "--lines", "500", env=stack.env).stdout
     assert cid in cli("status", env=stack.env).stdout
     one = " ".join(cli("status", cid, env=stack.env).stdout.split())
-    teacher = f"teacher: ready, 30/30 updates, loss {t['loss']:.4g}"
-    assert f"{teacher}; kept at {t['checkpoint_uri']}" in one
+    assert f"{teacher_seen}; kept at {t['checkpoint_uri']}" in one
+    # The round table's first row: the teacher at its own steps, whose FID is its DDIM FID.
+    cells = ["teacher", "2", "ready", "30/30", "-", t_loss, t_fid, t_fid, "-"]
+    assert re.search(r"\W+".join(map(re.escape, cells)), one), one
     # The CLI fetches the same file (the last trained round by default), and the README's
     # snippet samples from it as it stands.
     fetched = cli("fetch", cid, "-o", str(stack.tmp), env=stack.env)

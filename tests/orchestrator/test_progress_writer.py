@@ -97,10 +97,16 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         assert reads == ["train/loss"]
         got = store.get_campaign(made.id, team_id=None)
         assert got is not None and got.teacher_finished_at is not None
-        assert (got.teacher_updates_done, got.teacher_loss) == (300, 0.25)
+        assert (got.teacher_updates_done, got.teacher_loss, got.teacher_fid) == (300, 0.25, None)
         first = store.rounds(made.id)[0]
         assert (first.status, first.updates_done, first.loss) == (RoundStatus.TRAINING, 10, 0.35)
         assert first.mlflow_run_id == round_run
+
+        # The teacher's evaluation (beside round 1's training) gives its FID at its 4 steps.
+        c.write_record("teacher-eval", {"steps": 4, "fid": 42.5, "samples": 32})
+        writer.poll(Snapshot(c, tracker))
+        got = store.get_campaign(made.id, team_id=None)
+        assert got is not None and got.teacher_fid == 42.5
 
 
 def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings) -> None:

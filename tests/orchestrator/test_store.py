@@ -114,7 +114,7 @@ def test_migrate_builds_the_schema_of_the_models(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert context.get_current_revision() == "0002"
+            assert context.get_current_revision() == "0003"
             # SQLite does not reflect an index's DESC; PostgreSQL does, so both are covered.
             assert compare_metadata(context, Base.metadata) == []
     finally:

@@ -8,7 +8,7 @@ import {
 } from '../dom.js';
 import { POLL_MS, follow } from '../live.js';
 import {
-  fidChart, lossFigure, roundTable, sampleFigure, trialsFigure,
+  fidChart, lossFigure, roundTable, sampleFigure, teacherSampleFigure, trialsFigure,
 } from './rounds.js';
 
 const CANCELLABLE = new Set(['queued', 'starting', 'running']);
@@ -85,7 +85,7 @@ export function campaignView(main, ctx) {
   const trialsBox = h('div', { class: 'panels', id: 'trials' });
   trialsSection.append(trialsBox);
   const samplesBox = h('div', { class: 'panels', id: 'samples' },
-    h('p', { class: 'muted' }, 'No round evaluated yet.'));
+    h('p', { class: 'muted' }, 'Nothing evaluated yet.'));
   const logPre = h('pre', { class: 'log', tabindex: '0' });
   const logDetails = h('details', { id: 'driver-log' }, h('summary', {}, 'Driver log (last 200 lines)'), logPre);
 
@@ -100,7 +100,7 @@ export function campaignView(main, ctx) {
     h('section', { 'aria-labelledby': 'rounds-h' }, h('h2', { id: 'rounds-h' }, 'Rounds'), roundsBox),
     h('section', { 'aria-labelledby': 'fid-h' },
       h('h2', { id: 'fid-h' }, 'FID vs sampling steps'), fidBox,
-      h('p', { class: 'muted small' }, 'Lower is better. Each distilled student against DDIM sampling of the teacher at the same number of steps.')),
+      h('p', { class: 'muted small' }, 'Lower is better. Each distilled student against DDIM sampling of the teacher at the same number of steps; the rightmost DDIM point is the teacher at its own steps.')),
     h('section', { 'aria-labelledby': 'loss-h' }, h('h2', { id: 'loss-h' }, 'Training loss'), lossBox),
     trialsSection,
     h('section', { 'aria-labelledby': 'samples-h' }, h('h2', { id: 'samples-h' }, 'Samples'), samplesBox),
@@ -135,6 +135,8 @@ export function campaignView(main, ctx) {
       fact('Round', `${c.current_round ?? 0} of ${c.rounds_total}`),
       fact('Progress', progressEl(c.progress, 'Campaign progress')),
       fact('Best FID', fmtFid(c.best_fid)),
+      fact('Teacher FID', h('span', { id: 'teacher-fid' },
+        Number.isFinite(c.teacher.fid) ? `${fmtFid(c.teacher.fid)} at ${c.teacher.steps} steps` : fmtFid(null))),
       fact('Priority', String(c.priority)),
       fact('GPUs', String(c.gpus)),
       fact('Created', timeEl(c.created_at)),
@@ -185,13 +187,14 @@ export function campaignView(main, ctx) {
     }
   }
 
-  async function loadSamples(r) {
-    if (!r.samples_url || state.samples.has(r.k)) return;
-    state.samples.set(r.k, null);
+  // A sample grid, by round number or 'teacher', fetched once its URL is given.
+  async function loadSamples(key, url) {
+    if (!url || state.samples.has(key)) return;
+    state.samples.set(key, null);
     try {
-      state.samples.set(r.k, await imageUrl(r.samples_url, signal));
+      state.samples.set(key, await imageUrl(url, signal));
     } catch (err) {
-      state.samples.delete(r.k); // try again at the next update
+      state.samples.delete(key); // try again at the next update
     }
   }
 
@@ -204,12 +207,15 @@ export function campaignView(main, ctx) {
     trialsSection.hidden = searched.length === 0;
     fill(trialsBox, searched.map((r) => trialsFigure(r, state.trials.get(r.k))));
     const shown = state.rounds.filter((r) => state.samples.get(r.k));
-    // Keep figures whose image is already on screen (no flicker), add the new ones.
+    const teacher = state.samples.get('teacher');
+    // Keep figures whose image is already on screen (no flicker), add the new ones: the
+    // teacher's first, then the rounds' in order.
     const onScreen = new Set([...samplesBox.querySelectorAll('figure')].map((f) => f.dataset.samplesRound));
-    if (shown.length && onScreen.size === 0) samplesBox.replaceChildren();
+    if ((shown.length || teacher) && onScreen.size === 0) samplesBox.replaceChildren();
     for (const r of shown) {
       if (!onScreen.has(String(r.k))) samplesBox.append(sampleFigure(r, state.samples.get(r.k)));
     }
+    if (teacher && !onScreen.has('teacher')) samplesBox.prepend(teacherSampleFigure(state.campaign.teacher, teacher));
   }
 
   let busy = false;
@@ -220,13 +226,13 @@ export function campaignView(main, ctx) {
     try {
       do {
         again = false;
-        const jobs = [];
+        const jobs = [loadSamples('teacher', state.campaign?.teacher?.samples_url)];
         for (const r of state.rounds) {
           if (r.status === 'pending') continue;
           const lossKey = `${r.status}:${r.updates_done}`;
           if (due(state.lossSeen, r, lossKey)) jobs.push(loadLoss(r, lossKey));
           if (due(state.trialsSeen, r, r.status)) jobs.push(loadTrials(r, r.status));
-          jobs.push(loadSamples(r));
+          jobs.push(loadSamples(r.k, r.samples_url));
         }
         await Promise.all(jobs);
         if (signal.aborted) return;
@@ -242,7 +248,7 @@ export function campaignView(main, ctx) {
     state.rounds = rounds;
     renderCampaign(campaign);
     fill(roundsBox, rounds.length ? roundTable(rounds) : h('p', { class: 'muted' }, 'No rounds planned.'));
-    fill(fidBox, fidChart(rounds));
+    fill(fidBox, fidChart(rounds, campaign.teacher));
     refreshDetails();
   }
 

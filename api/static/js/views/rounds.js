@@ -46,8 +46,12 @@ export function roundTable(rounds) {
         : h('span', { class: 'muted' }, '—'))))));
 }
 
-export function fidChart(rounds) {
-  const steps = [...new Set(rounds.map((r) => r.student_steps))].sort((a, b) => a - b);
+// The teacher's own FID (at its own steps) is the DDIM curve's rightmost point: where distillation starts.
+export function fidChart(rounds, teacher) {
+  const own = Number.isFinite(teacher?.fid)
+    ? [{ x: teacher.steps, y: teacher.fid, label: `teacher, ${teacher.steps} steps: FID ${fmtFid(teacher.fid)}` }]
+    : [];
+  const steps = [...new Set([...rounds.map((r) => r.student_steps), ...own.map((p) => p.x)])].sort((a, b) => a - b);
   const at = (key) => rounds
     .filter((r) => Number.isFinite(r[key]))
     .map((r) => ({ x: r.student_steps, y: r[key], label: `round ${r.k}, ${r.student_steps} steps: FID ${fmtFid(r[key])}` }));
@@ -59,7 +63,7 @@ export function fidChart(rounds) {
     xTicks: steps,
     series: [
       { name: 'distilled student', points: at('fid') },
-      { name: 'DDIM teacher', points: at('ddim_fid') },
+      { name: 'DDIM teacher', points: [...at('ddim_fid'), ...own] },
     ],
     emptyText: 'No round evaluated yet',
   });
@@ -110,11 +114,20 @@ export function trialsFigure(round, trials) {
     h('figcaption', {}, caption), list);
 }
 
+const stepsText = (n) => `${n} step${n === 1 ? '' : 's'}`;
+
 export function sampleFigure(round, src) {
   return h('figure', { class: 'panel samples', 'data-samples-round': round.k },
     h('img', {
       src,
       alt: `Sample grid of the distilled student of round ${round.k} at ${round.student_steps} sampling steps`,
     }),
-    h('figcaption', {}, `Round ${round.k}: ${round.student_steps} step${round.student_steps === 1 ? '' : 's'}, FID ${fmtFid(round.fid)}`));
+    h('figcaption', {}, `Round ${round.k}: ${stepsText(round.student_steps)}, FID ${fmtFid(round.fid)}`));
+}
+
+/** The teacher's grid, drawn from the same noise as every round's: the quality they distil. */
+export function teacherSampleFigure(teacher, src) {
+  return h('figure', { class: 'panel samples', 'data-samples-round': 'teacher' },
+    h('img', { src, alt: `Sample grid of the teacher at ${teacher.steps} sampling steps (DDIM)` }),
+    h('figcaption', {}, `Teacher: ${stepsText(teacher.steps)} (DDIM), FID ${fmtFid(teacher.fid)}`));
 }
