@@ -257,6 +257,7 @@ class Campaign:
 
         stage = f"round-{plan.round}-train"
         if (done := self.record(stage)) is not None:
+            self.drop_ray_runs(plan)  # a driver stopped between the record and the clean-up
             return done
         tracker = self.tracker()
         round_run = self.round_run(tracker, plan)
@@ -283,7 +284,8 @@ class Campaign:
         if "diverged" in (result.return_value or {}):
             tracker.finish(round_run, "FAILED")
             raise StageError(f"round {plan.round}: {result.return_value['diverged']}")
-        state = student_from_train_checkpoint(result.checkpoint.path, result.checkpoint.filesystem)
+        ckpt = result.checkpoint
+        state = student_from_train_checkpoint(ckpt.path, ckpt.filesystem)
         config = {
             "role": "student",
             "steps": plan.student_steps,
@@ -313,10 +315,12 @@ class Campaign:
                 "time/train_gpu_seconds": gpu_seconds,
             },
         )
-        return self.write_record(
+        record = self.write_record(
             stage,
             {
                 "uri": uri,
+                # Where the Train run kept its last checkpoint (removed below, with the rest).
+                "train_checkpoint": f"s3://{ckpt.path}" if self.storage.is_s3 else ckpt.path,
                 "lr": tuned["lr"],
                 "train_seconds": seconds,
                 "gpu_seconds": gpu_seconds,
@@ -327,6 +331,17 @@ class Campaign:
                 "run_id": round_run,
             },
         )
+        self.drop_ray_runs(plan)
+        return record
+
+    def drop_ray_runs(self, plan: RoundPlan) -> None:
+        """Remove what Ray kept of round `plan` (its Train run's checkpoints, its LR trials'
+        runs and its Tune experiment) once its student is stored and recorded: a finished round
+        never resumes, and each of those checkpoints is about 3× the student (Adam's moments)."""
+        run = f"{self.spec.name}-round-{plan.round}"
+        for name in self.storage.list(self.rel("ray"), folders=True):
+            if name == run or name.startswith(f"{run}-"):
+                self.storage.delete_tree(self.rel(f"ray/{name}"))
 
 
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"

@@ -131,14 +131,25 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot delete {self.uri(rel)}: {exc}") from exc
 
-    def list(self, rel: str) -> list[str]:
-        """The names of the files directly in folder `rel`, sorted (none if it does not exist)."""
+    def delete_tree(self, rel: str) -> None:
+        """Remove folder `rel` and everything under it; a missing one is not an error."""
+        try:
+            self.fs.delete_dir(self.path(rel))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot delete {self.uri(rel)}/: {exc}") from exc
+
+    def list(self, rel: str, *, folders: bool = False) -> list[str]:
+        """The names of the files (or with `folders`, the folders) directly in folder `rel`,
+        sorted (none if it does not exist)."""
         selector = pafs.FileSelector(self.path(rel), allow_not_found=True)
         try:
             infos = self.fs.get_file_info(selector)
         except OSError as exc:
             raise StorageError(f"cannot list {self.uri(rel)}: {exc}") from exc
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+        kind = pafs.FileType.Directory if folders else pafs.FileType.File
+        return sorted(i.base_name for i in infos if i.type == kind)
 
     def read_chunks(self, rel: str, chunk: int = 1 << 20) -> tuple[int, Iterator[bytes]] | None:
         """The object's size and its bytes in pieces of `chunk` (a checkpoint is sent on

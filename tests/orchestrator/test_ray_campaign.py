@@ -110,6 +110,10 @@ def test_checkpoints_live_on_s3(finished):
         "reference-stats.npz",
     ):
         assert f"store/campaigns/ray-e2e/{k}" in keys, k
+    # What Ray kept of each round (Train and trial checkpoints, Tune's experiment) went with
+    # the round once its student was stored: the students are what is left.
+    ray = "store/campaigns/ray-e2e/ray/"  # its own key: the empty marker of the folder
+    assert [k for k in keys if k.startswith(ray)] == [ray]
 
 
 def test_registered_student_loads_and_samples(finished, settings):

@@ -89,5 +89,13 @@ def test_campaign_on_two_nodes_keeps_everything_on_s3(settings, tmp_path):
     }
     prefix = "store/campaigns/ray-multinode/"
     assert {f"{prefix}teacher.safetensors", f"{prefix}round-1/student.safetensors"} <= keys
-    # Train's own checkpoints (the ones a restarted worker resumes from) are on S3 too.
-    assert any(k.startswith(f"{prefix}ray/ray-multinode-round-1/") for k in keys)
+    # Train's own checkpoints (the ones a restarted worker resumes from) were on S3 too, and
+    # are gone once the round's student is stored.
+    record = json.loads(
+        boto3.client("s3")
+        .get_object(Bucket="pdistill-test", Key=f"{prefix}stages/round-1-train.json")["Body"]
+        .read()
+    )
+    run = f"s3://pdistill-test/{prefix}ray/ray-multinode-round-1/"
+    assert record["train_checkpoint"].startswith(f"{run}checkpoint_"), record
+    assert [k for k in keys if k.startswith(f"{prefix}ray/")] == [f"{prefix}ray/"]  # a marker
