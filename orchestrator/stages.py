@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -19,7 +20,7 @@ from orchestrator.local import check_compatible, unet_config
 from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, train_worker
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
-from orchestrator.storage import Storage
+from orchestrator.storage import Storage, StorageError
 from orchestrator.tracking import Tracker, open_tracker
 from workers.accel import Accel, choose
 from workers.checkpoint import (
@@ -337,11 +338,16 @@ class Campaign:
     def drop_ray_runs(self, plan: RoundPlan) -> None:
         """Remove what Ray kept of round `plan` (its Train run's checkpoints, its LR trials'
         runs and its Tune experiment) once its student is stored and recorded: a finished round
-        never resumes, and each of those checkpoints is about 3× the student (Adam's moments)."""
+        never resumes, and each of those checkpoints is about 3× the student (Adam's moments).
+        Storage that fails here fails nothing: a warning, and the next run of the stage tries
+        again."""
         run = f"{self.spec.name}-round-{plan.round}"
-        for name in self.storage.list(self.rel("ray"), folders=True):
-            if name == run or name.startswith(f"{run}-"):
-                self.storage.delete_tree(self.rel(f"ray/{name}"))
+        try:
+            for name in self.storage.list(self.rel("ray"), folders=True):
+                if name == run or name.startswith(f"{run}-"):
+                    self.storage.delete_tree(self.rel(f"ray/{name}"))
+        except StorageError as exc:
+            warnings.warn(f"round {plan.round}: its Ray runs stay in storage: {exc}", stacklevel=2)
 
 
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"

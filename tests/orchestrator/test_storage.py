@@ -47,3 +47,22 @@ def test_a_folder_is_listed_and_removed_with_everything_under_it(storage: Storag
     assert storage.read_bytes("ray/c-round-1/state.json") is None
     assert storage.read_bytes("ray/c-round-10/x.json") == b"x"
     assert storage.read_bytes("round-1/student.safetensors") == b"x"
+
+
+def test_a_finished_round_drops_its_own_ray_runs_only(tmp_path) -> None:
+    from orchestrator.settings import Settings
+    from orchestrator.spec import parse_spec
+    from orchestrator.stages import Campaign
+
+    model = {"preset": "digits-small"}
+    spec = parse_spec({"name": "c", "dataset": "builtin:digits", "model": model})
+    c = Campaign(spec, Settings(storage_uri=str(tmp_path / "store")))
+    for run in ("c-round-1", "c-round-1-trial-0", "c-round-1-tune", "c-round-10", "c-round-2"):
+        c.storage.write_bytes(c.rel(f"ray/{run}/checkpoint_0/updater.pt"), b"x")
+    c.drop_ray_runs(c.plan[0])
+    assert c.storage.list(c.rel("ray"), folders=True) == ["c-round-10", "c-round-2"]
+    # A storage that fails here fails no stage: the next run of the stage tries again.
+    c.storage.delete_tree(c.rel("ray"))
+    c.storage.write_bytes(c.rel("ray"), b"a file where the folder should be")
+    with pytest.warns(UserWarning, match="round 2: its Ray runs stay in storage: cannot list"):
+        c.drop_ray_runs(c.plan[1])
