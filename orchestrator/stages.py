@@ -345,7 +345,7 @@ class Campaign:
         try:
             for name in self.storage.list(self.rel("ray"), folders=True):
                 if name == run or name.startswith(f"{run}-"):
-                    self.storage.delete_tree(self.rel(f"ray/{name}"))
+                    self.storage.delete(self.rel(f"ray/{name}"), tree=True)
         except StorageError as exc:
             warnings.warn(f"round {plan.round}: its Ray runs stay in storage: {exc}", stacklevel=2)
 

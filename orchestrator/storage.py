@@ -122,23 +122,15 @@ class Storage:
             raise StorageError(f"cannot write {self.uri(rel)}: {exc}") from exc
         return self.uri(rel)
 
-    def delete(self, rel: str) -> None:
-        """Remove the object; one that does not exist is not an error."""
+    def delete(self, rel: str, *, tree: bool = False) -> None:
+        """Remove the object (with `tree`: folder `rel` and everything under it); one that does
+        not exist is not an error."""
         try:
-            self.fs.delete_file(self.path(rel))
+            (self.fs.delete_dir if tree else self.fs.delete_file)(self.path(rel))
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise StorageError(f"cannot delete {self.uri(rel)}: {exc}") from exc
-
-    def delete_tree(self, rel: str) -> None:
-        """Remove folder `rel` and everything under it; a missing one is not an error."""
-        try:
-            self.fs.delete_dir(self.path(rel))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StorageError(f"cannot delete {self.uri(rel)}/: {exc}") from exc
 
     def list(self, rel: str, *, folders: bool = False) -> list[str]:
         """The names of the files (or with `folders`, the folders) directly in folder `rel`,

@@ -40,9 +40,9 @@ def test_a_folder_is_listed_and_removed_with_everything_under_it(storage: Storag
         storage.write_bytes(rel, b"x")
     assert storage.list("ray", folders=True) == ["c-round-1", "c-round-1-trial-0", "c-round-10"]
     assert storage.list("ray") == ["top.json"]
-    storage.delete_tree("ray/c-round-1")
-    storage.delete_tree("ray/c-round-1")  # gone already: not an error
-    storage.delete_tree("ray/never-made")
+    storage.delete("ray/c-round-1", tree=True)
+    storage.delete("ray/c-round-1", tree=True)  # gone already: not an error
+    storage.delete("ray/never-made", tree=True)
     assert storage.list("ray", folders=True) == ["c-round-1-trial-0", "c-round-10"]
     assert storage.read_bytes("ray/c-round-1/state.json") is None
     assert storage.read_bytes("ray/c-round-10/x.json") == b"x"
@@ -62,7 +62,7 @@ def test_a_finished_round_drops_its_own_ray_runs_only(tmp_path) -> None:
     c.drop_ray_runs(c.plan[0])
     assert c.storage.list(c.rel("ray"), folders=True) == ["c-round-10", "c-round-2"]
     # A storage that fails here fails no stage: the next run of the stage tries again.
-    c.storage.delete_tree(c.rel("ray"))
+    c.storage.delete(c.rel("ray"), tree=True)
     c.storage.write_bytes(c.rel("ray"), b"a file where the folder should be")
     with pytest.warns(UserWarning, match="round 2: its Ray runs stay in storage: cannot list"):
         c.drop_ray_runs(c.plan[1])
