@@ -87,8 +87,8 @@ def sample(
         if not isinstance(own, int):
             raise _fail(f"{checkpoint!r}: its config gives no step count; pass --steps", 2)
         steps = own
-    role = config.get("role", "model")
-    what = f"round {config['round']} student" if role == "student" else str(role)
+    role, k = config.get("role", "model"), config.get("round")
+    what = f"round {k} student" if role == "student" and k else str(role)
     if isinstance(own, int) and steps != own:
         err.print(
             f"note: the {what} was made for {own}-step sampling; sampling in {steps}",
