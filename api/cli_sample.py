@@ -94,9 +94,10 @@ def sample(
             f"note: the {what} was made for {own}-step sampling; sampling in {steps}",
             highlight=False,
         )
-    # No compile: it pays off only over many thousands of images, and takes minutes first.
+    # `place`, not `prepare`: no compile, which pays off only over many thousands of images and
+    # takes minutes first; and no graph, so the norms keep their per-group statistics.
     accel = choose("auto")
-    place(net, replace(accel, compile=False, graphs=False, norm_channel_stats=False))
+    place(net, replace(accel, norm_channel_stats=False))
     u = net.config
     noise = eval_noise(count=count, shape=(u.in_channels, u.image_size, u.image_size), seed=seed)
     columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
