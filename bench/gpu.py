@@ -19,6 +19,9 @@ x-prediction, truncated-SNR weights, the paper's CIFAR-10 setting):
 5. where the time goes: the teacher's two forwards alone, one 3×3 conv at the top level, a bf16
    matmul (the card's measured peak), and kernel profiles of the graphed update's networks,
    launched from the host so that the profiler sees each kernel (`--out`).
+6. last, a capture that meets a host synchronisation: the `GraphCaptureError` a campaign's
+   stage would report (tests/workers/test_accel.py fakes it on CPU), and whether the process
+   can still run CUDA work after it.
 Peak memory per phase. Timings are CUDA-event medians over windows after warm-up (compilation
 happens in the warm-up). The table comes last. `--variant` and `--inductor` change one thing
 for a whole run, to compare runs (the prepared experiments are listed in BENCHMARKS.md).
@@ -52,7 +55,7 @@ from workers.config import DiffusionConfig
 from workers.distill import distillation_loss, distillation_target
 from workers.sampler import ddim_sample
 from workers.teacher import EMA, diffusion_loss
-from workers.training import GRAPH_WARMUP, Updater, sample_batch
+from workers.training import GRAPH_WARMUP, GraphCaptureError, Updater, sample_batch
 from workers.unet import UNet, UNetConfig, count_parameters, preset_config
 
 DIFFUSION = DiffusionConfig(output="x", weighting="truncated_snr")
@@ -325,6 +328,33 @@ def host_syncs(step: Callable[[], None], device: torch.device) -> str:
         torch.cuda.synchronize()
 
 
+def capture_refusal(device: torch.device) -> str:
+    """What `Updater` raises when the update it captures synchronises with the host, and
+    whether CUDA still works in this process afterwards."""
+    if device.type != "cuda":
+        return "n/a on CPU"
+    net = torch.nn.Linear(64, 64).to(device)
+    updater = Updater(net, lr=1e-3, lr_scale=lambda i: 1.0, grad_clip=1.0, what="bench",
+                      graph=True)  # fmt: skip
+    x = torch.randn(32, 64, device=device)
+
+    def loss_fn() -> torch.Tensor:
+        loss = net(x).square().mean()
+        return loss * 2 if bool(loss > 0) else loss  # a host synchronisation: `if tensor`
+
+    try:
+        for _ in range(GRAPH_WARMUP + 1):
+            updater.update(loss_fn)
+        raised = "no error: the capture took a host synchronisation"
+    except GraphCaptureError as exc:
+        raised = f"GraphCaptureError: {exc}"
+    try:
+        after = f"CUDA after it: ok ({float(torch.ones(4, device=device).sum()):.0f})"
+    except RuntimeError as exc:
+        after = f"CUDA after it: broken ({str(exc).splitlines()[0][:160]})"
+    return f"{raised} | {after}"
+
+
 def profile(step: Callable[[], None], device: torch.device, out: Path) -> None:
     """Kernel tables of 3 calls of `step`: by name, and the ops by input shape (which copies)."""
     acts = [torch.profiler.ProfilerActivity.CPU]
@@ -538,6 +568,9 @@ def main() -> int:
     # 5. The card's ceilings.
     result["ceilings"] = ceil = ceilings(device, cfg, args.batch)
     log(f"ceilings: {ceil}")
+    # 6. A capture that fails (last: it may leave this process's CUDA state unusable).
+    result["capture_refusal"] = refusal = capture_refusal(device)
+    log(f"a capture that synchronises: {refusal}")
     if args.out:
         (args.out / "results.json").write_text(json.dumps(result, indent=2))
 
@@ -554,6 +587,7 @@ def main() -> int:
     print(f"bf16 matmul {n_fmt(ceil['matmul_tflops'])} TFLOP/s, top-level 3x3 conv "
           f"{n_fmt(ceil['conv_tflops'])} TFLOP/s (bf16, NHWC, batch {args.batch})")  # fmt: skip
     print(f"host syncs inside the fast update: {syncs}")
+    print(f"a capture that synchronises: {refusal}")
     if "graph_check" in result:
         gc = result["graph_check"]
         verdict = "PASS" if gc["ok"] else "FAIL"

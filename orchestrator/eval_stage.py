@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from orchestrator.local import feature_net
-from workers.accel import choose, prepare
+from workers.accel import prepare
 from workers.checkpoint import load_unet
 from workers.data import ImageDataset, load_dataset
 from workers.evaluate import eval_noise, evaluate
@@ -54,7 +54,7 @@ def evaluate_stage(
     if (done := c.record(stage)) is not None:
         return done
     dataset = load_dataset(c.spec.dataset)
-    accel = choose(c.spec.resources.fast_path)
+    accel = c.spec.resources.accel()
     features = feature_net(c.spec, dataset, c.settings.cache_dir, accel.device)
     reference = reference_stats(c, dataset, features)
     shape = (dataset.num_channels, dataset.image_size, dataset.image_size)

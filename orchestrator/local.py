@@ -16,7 +16,7 @@ import torch
 
 from orchestrator.report import RoundResult, StageRecord, TeacherResult, write_report
 from orchestrator.spec import CampaignSpec, SpecError, plan_rounds
-from workers.accel import choose, prepare
+from workers.accel import prepare
 from workers.checkpoint import (
     load_unet,
     save_checkpoint,
@@ -106,7 +106,7 @@ class LocalRun:
     def __init__(self, spec: CampaignSpec, *, out: Path, cache_dir: Path, progress: Progress):
         self.spec, self.out, self.cache_dir, self.progress = spec, out, cache_dir, progress
         self.diffusion = DiffusionConfig(spec.diffusion.output, spec.diffusion.weighting)
-        self.accel = choose(spec.resources.fast_path)
+        self.accel = spec.resources.accel()
         self._claim_out_dir()
         progress.note(f"loading dataset {spec.dataset}")
         self.dataset = load_dataset(spec.dataset)

@@ -26,7 +26,7 @@ from workers.checkpoint import load_unet
 from workers.config import DiffusionConfig
 from workers.data import load_dataset, split_dataset
 from workers.distill import distillation_loss
-from workers.training import Updater, sample_batch
+from workers.training import GraphCaptureError, Updater, sample_batch
 from workers.unet import UNet, UNetConfig
 
 VAL_FRACTION = 0.05  # held-out images for the validation distillation loss (Tune's metric)
@@ -53,6 +53,7 @@ class RoundJob:
     report_every: int
     threads: int = 1
     fast_path: FastPath = "auto"  # workers/accel.py: "auto" is the fast path on a GPU
+    cuda_graphs: bool = True  # each update one CUDA graph where that can be (one GPU worker)
     init_checkpoint: str | None = None  # a Train checkpoint (storage path) to start from
     storage_uri: str | None = None  # the campaign storage the init checkpoint lives in
     compile_cache: str | None = None  # its folder of torch.compile results (compile_cache.py)
@@ -148,7 +149,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         student.load_state_dict(teacher.state_dict())
     device = get_device()  # the worker's GPU if it has one
-    accel = choose(job.fast_path, device)
+    accel = choose(job.fast_path, device, graphs=job.cuda_graphs)
     if world > 1:  # DDP's all-reduce stays outside a CUDA graph: the update is launched
         accel = replace(accel, graphs=False, norm_channel_stats=False)
     cache = CompileCache(
@@ -198,14 +199,17 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
     while updater.done < job.stop_at:
         # No host sync: a non-finite update is skipped and noted.
-        window.append(updater.update(loss_fn))
+        try:
+            window.append(updater.update(loss_fn))
+        except GraphCaptureError as exc:  # one worker (no DDP); each retry would fail the same
+            return {"failed": str(exc)}
         if updater.done % job.report_every and updater.done != job.stop_at:
             continue
         # Every rank must agree to stop, or the others wait in DDP's all-reduce forever. The
         # weights are still those before the first non-finite update; nothing is checkpointed.
         err = updater.divergence()
         if _any_rank_true(err is not None, device):
-            return {"diverged": str(err or f"{job.name}: another rank diverged")}
+            return {"failed": str(err or f"{job.name}: another rank diverged")}
         metrics: dict[str, Any] = {
             "update": updater.done,
             "train_loss": float(torch.stack(window).mean()),

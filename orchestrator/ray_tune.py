@@ -70,8 +70,11 @@ def search_lr(
         # and its Train controller; a controller that sees its workers go first would start a
         # new worker group, whose placement group nobody frees once the controller is killed
         # (seen in CI: every CPU reserved, the next trial's workers never start).
-        run_train(campaign, job, callbacks=[TuneReportCallback()], max_failures=0)
-        tracker.finish(run_id)
+        result = run_train(campaign, job, callbacks=[TuneReportCallback()], max_failures=0)
+        failed = (result.return_value or {}).get("failed")
+        tracker.finish(run_id, "FAILED" if failed else "FINISHED")
+        if failed:  # diverged, or its update not captured: the trial errs, and says why
+            raise RuntimeError(failed)
 
     reports = max(1, math.ceil(trial_updates / base.report_every))
     tuner = tune.Tuner(
@@ -114,9 +117,13 @@ def search_lr(
     if not finished:
         from orchestrator.stages import StageError
 
+        # A trial's error is Ray's wrapper of the exception: its last line is the exception's.
+        errors = [str(r.error).strip().splitlines()[-1] for r in trials if r.error is not None]
         raise StageError(
             f"round {plan.round}: no LR-search trial finished its {trial_updates} updates "
-            f"({len(results)} of {spec.trials} reported; errors: {grid.num_errors})"
+            f"({len(results)} of {spec.trials} reported; errors: {grid.num_errors}"
+            + (f"; the first: {errors[0]}" if errors else "")
+            + ")"
         )
     best = min(finished, key=lambda r: r["val_loss"])
     return {

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 import yaml
 from pydantic import (
     BaseModel,
@@ -18,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from workers.accel import FastPath
+from workers.accel import Accel, FastPath, choose
 from workers.config import TeacherTrainConfig
 from workers.data import BUILTINS, local_path, peek
 from workers.parameterization import ModelOutput, Weighting
@@ -184,6 +185,13 @@ class ResourcesSpec(_Frozen):
     # The networks' fast path (workers/accel.py): "auto" = bf16 autocast, channels_last and
     # torch.compile where a GPU runs them, plain fp32 eager on CPU; "on" everywhere; "off" never.
     fast_path: FastPath = "auto"
+    # Where the fast path runs on a GPU in one process, each update is replayed as one CUDA
+    # graph; false launches it from the host (the way out if a capture fails).
+    cuda_graphs: bool = True
+
+    def accel(self, device: torch.device | str | None = None) -> Accel:
+        """How the networks run on `device` (default: the GPU when there is one)."""
+        return choose(self.fast_path, device, graphs=self.cuda_graphs)
 
 
 class QualityGateSpec(_Frozen):

@@ -22,7 +22,7 @@ from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage, StorageError
 from orchestrator.tracking import Tracker, open_tracker
-from workers.accel import Accel, choose
+from workers.accel import Accel
 from workers.checkpoint import (
     checkpoint_bytes,
     load_unet,
@@ -149,7 +149,7 @@ class Campaign:
             cfg = self.spec.teacher.train.resolve(seed=self.spec.seed)
             tracker = self.tracker()
             torch.manual_seed(self.spec.seed)
-            accel = choose(self.spec.resources.fast_path)
+            accel = self.spec.resources.accel()
             cache = self.compile_cache(accel)
             cache.load()
             log = teacher_logger(tracker, self.campaign_run(tracker))
@@ -226,6 +226,7 @@ class Campaign:
             report_every=min(d.checkpoint_every, stop_at),
             threads=self.threads,
             fast_path=self.spec.resources.fast_path,
+            cuda_graphs=self.spec.resources.cuda_graphs,
             init_checkpoint=init_checkpoint,
             storage_uri=self.storage.root_uri,
             compile_cache=self.rel(self.COMPILE_CACHE),
@@ -282,9 +283,9 @@ class Campaign:
                 f"round {plan.round}: training failed after {res.max_failures} retries "
                 f"(resources.max_failures): {exc}"
             ) from exc
-        if "diverged" in (result.return_value or {}):
+        if "failed" in (result.return_value or {}):  # diverged, or a CUDA graph not captured
             tracker.finish(round_run, "FAILED")
-            raise StageError(f"round {plan.round}: {result.return_value['diverged']}")
+            raise StageError(f"round {plan.round}: {result.return_value['failed']}")
         ckpt = result.checkpoint
         state = student_from_train_checkpoint(ckpt.path, ckpt.filesystem)
         config = {

@@ -1,11 +1,12 @@
 """The fast path: where the networks run and how (bf16 autocast, channels_last, torch.compile).
 
-One code path serves CPU and GPU. `choose(mode, device)` resolves a spec's `fast_path`
-(`auto`: fast on a GPU, plain fp32 eager on CPU; `on`; `off`) into an `Accel`; `prepare(net,
-accel)` moves a U-Net there and switches on what the `Accel` says. Only the networks change:
-the schedule, the DDIM steps, the distillation target's inversion and the loss stay in fp32
-(the U-Net casts its output back to fp32), and the training loop never waits for the device
-(see `Updater`). On a GPU the whole update is also replayed as one CUDA graph (`graphs`).
+One code path serves CPU and GPU. `choose(mode, device, graphs=)` resolves a spec's
+`fast_path` (`auto`: fast on a GPU, plain fp32 eager on CPU; `on`; `off`) and `cuda_graphs`
+into an `Accel`; `prepare(net, accel)` moves a U-Net there and switches on what the `Accel`
+says. Only the networks change: the schedule, the DDIM steps, the distillation target's
+inversion and the loss stay in fp32 (the U-Net casts its output back to fp32), and the
+training loop never waits for the device (see `Updater`). On a GPU the whole update is also
+replayed as one CUDA graph (`graphs`).
 """
 
 from __future__ import annotations
@@ -43,13 +44,16 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def choose(mode: FastPath = "auto", device: torch.device | str | None = None) -> Accel:
-    """The `Accel` for `mode` on `device` (default: the GPU when there is one, else the CPU)."""
+def choose(
+    mode: FastPath = "auto", device: torch.device | str | None = None, *, graphs: bool = True
+) -> Accel:
+    """The `Accel` for `mode` on `device` (default: the GPU when there is one, else the CPU);
+    `graphs=False` keeps the fast path but launches each update from the host."""
     if mode not in FAST_PATHS:
         raise ValueError(f"fast_path {mode!r} is not one of {FAST_PATHS}")
     dev = torch.device(device) if device is not None else default_device()
     on = mode == "on" or (mode == "auto" and dev.type == "cuda")
-    graphs = on and dev.type == "cuda"
+    graphs = graphs and on and dev.type == "cuda"
     return Accel(
         device=dev,
         bf16=on,

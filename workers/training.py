@@ -7,6 +7,7 @@ and resume; its `state_dict()` holds the optimizer and the update count.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,12 +23,32 @@ GRAPH_WARMUP = 3  # eager updates before a CUDA graph is captured (compilation, 
 
 
 class DivergedError(RuntimeError):
-    """The loss became NaN or infinite; `update` is the 1-based update where it was seen."""
+    """The loss or its gradient became NaN or infinite; `update` is the 1-based update where it
+    was seen."""
 
     def __init__(self, *, what: str, update: int, loss: float) -> None:
-        super().__init__(f"{what}: loss is {loss} at update {update}; stopped")
+        if math.isfinite(loss):  # the loss was fine, its gradient was not
+            super().__init__(
+                f"{what}: the gradient is not finite at update {update} (loss {loss:.4g}); stopped"
+            )
+        else:
+            super().__init__(f"{what}: loss is {loss} at update {update}; stopped")
         self.what = what
         self.update = update
+
+
+class GraphCaptureError(RuntimeError):
+    """An update could not be recorded as a CUDA graph (an operation the capture refuses, such
+    as a host synchronisation); the campaign spec's `resources.cuda_graphs: false` launches the
+    update from the host instead, with the rest of the fast path kept."""
+
+    def __init__(self, *, what: str, cause: BaseException) -> None:
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        super().__init__(
+            f"{what}: the update could not be captured as a CUDA graph ({first}); set "
+            "resources.cuda_graphs: false in the spec to launch it from the host instead"
+        )
+        self.what = what
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,8 @@ class Updater:
     the clip, Adam, `after_step`) as one CUDA graph and replays it for every later update: the
     host launches one graph instead of thousands of kernels. Everything that changes between
     updates lives on the device for that: the learning rate (a tensor the schedule fills), the
-    update count and the random state (`generators`, advanced by each replay).
+    update count and the random state (`generators`, advanced by each replay). A capture that
+    fails raises `GraphCaptureError`.
     """
 
     def __init__(
@@ -104,7 +126,10 @@ class Updater:
             self._warm += 1
             return loss.detach()
         if self._captured is None:
-            self._captured = self._capture(loss_fn)
+            try:
+                self._captured = self._capture(loss_fn)
+            except RuntimeError as exc:  # torch's capture errors, CUDA's included
+                raise GraphCaptureError(what=self.what, cause=exc) from exc
         graph, loss = self._captured
         graph.replay()
         self._advance()

@@ -32,6 +32,17 @@ def test_defaults_and_plan():
     ]
 
 
+def test_cuda_graphs_switch_reaches_the_accel():
+    """`resources.cuda_graphs` (default on) decides whether a GPU update is one CUDA graph."""
+    on = parse_spec(BASE).resources
+    off = parse_spec({**BASE, "resources": {"cuda_graphs": False}}).resources
+    assert on.accel("cuda").graphs and on.accel("cuda").norm_channel_stats
+    assert not off.accel("cuda").graphs and not off.accel("cuda").norm_channel_stats
+    assert off.accel("cuda").compile and not off.accel("cpu").on  # the fast path stays as it was
+    msg = _error(resources={"cuda_graphs": "sometimes"})
+    assert "resources.cuda_graphs" in msg and "'sometimes'" in msg and "boolean" in msg
+
+
 def test_non_power_of_two_steps_names_field():
     msg = _error(steps={"start": 12, "target": 1})
     assert "steps.start" in msg and "12" in msg and "power of two" in msg

@@ -14,7 +14,7 @@ from workers.accel import Accel, choose, place, prepare
 from workers.config import DiffusionConfig, DistillConfig
 from workers.distill import distill_round, distillation_loss
 from workers.teacher import EMA
-from workers.training import DivergedError, Updater, run_updates
+from workers.training import GRAPH_WARMUP, DivergedError, GraphCaptureError, Updater, run_updates
 from workers.unet import UNet, UNetConfig
 
 CPU = torch.device("cpu")
@@ -46,6 +46,11 @@ def test_choose_resolves_the_spec_setting():
         norm_channel_stats=True,
     )
     assert not choose("on", "cpu").graphs  # CUDA graphs need CUDA
+    # The spec's `resources.cuda_graphs: false`: the fast path, each update launched from the host
+    # (and the norms that suit that).
+    assert choose("auto", "cuda", graphs=False) == Accel(
+        torch.device("cuda"), bf16=True, channels_last=True, compile=True
+    )
     assert not choose("off", "cuda").on
     with pytest.raises(ValueError, match=r"fast_path 'fast' is not one of \('auto', 'on', 'off'\)"):
         choose("fast", "cpu")  # type: ignore[arg-type]
@@ -169,6 +174,7 @@ def test_an_infinite_gradient_with_a_finite_loss_is_caught_too():
     updater.step(torch.sqrt(net.w * 0.0).sum())
     err = updater.divergence()
     assert err is not None and err.update == 2
+    assert str(err) == "toy: the gradient is not finite at update 2 (loss 0); stopped"
     assert torch.equal(net.w.detach(), before)
 
 
@@ -221,3 +227,28 @@ def test_updater_state_is_plain_numbers_and_resumes_the_schedule():
 def test_a_cuda_graph_needs_a_cuda_device():
     with pytest.raises(ValueError, match="graph=True needs the model on a CUDA device, not cpu"):
         Updater(Scaled(), lr=0.1, lr_scale=lambda i: 1.0, grad_clip=1.0, what="toy", graph=True)
+
+
+def test_a_failed_capture_names_the_spec_switch_fake_gpu(monkeypatch):
+    """Fake GPU: a capture needs CUDA, so this Updater is switched to its graph path after the
+    warm-up by hand and its `_capture` raises what torch raises for an operation a capture
+    refuses. The update fails with an error that names the way out, and nothing was applied."""
+    net = Scaled()
+    updater = Updater(net, lr=0.1, lr_scale=lambda i: 1.0, grad_clip=1.0, what="round-2")
+    updater.graph, updater._warm = True, GRAPH_WARMUP  # as on a GPU after 3 eager updates
+
+    def refuse(loss_fn):
+        raise RuntimeError(
+            "CUDA error: operation not permitted when stream is capturing\nCompile with ..."
+        )
+
+    monkeypatch.setattr(updater, "_capture", refuse)
+    before = net.w.detach().clone()
+    with pytest.raises(GraphCaptureError) as info:
+        updater.update(lambda: net.w.square().sum())
+    assert str(info.value) == (
+        "round-2: the update could not be captured as a CUDA graph (CUDA error: operation not "
+        "permitted when stream is capturing); set resources.cuda_graphs: false in the spec to "
+        "launch it from the host instead"
+    )
+    assert updater.done == 0 and torch.equal(net.w.detach(), before)
