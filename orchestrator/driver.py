@@ -144,13 +144,14 @@ class ProgressWriter:
     def _trials(self, p: RoundPlan, trials: list[dict[str, Any]]) -> None:
         for t in trials:
             finished = int(t.get("update", 0)) >= self.spec.tune.trial_updates
+            status = TrialStatus.SUCCEEDED if finished else TrialStatus.STOPPED
             self.store.upsert_trial(
                 self.campaign_id,
                 p.round,
                 int(t["trial"]),
                 lr=float(t["lr"]),
                 val_loss=_finite(t.get("val_loss")),
-                status=TrialStatus.SUCCEEDED if finished else TrialStatus.STOPPED,
+                status=TrialStatus.FAILED if "error" in t else status,
             )
         self.trials_done.add(p.round)
 
@@ -164,11 +165,11 @@ class ProgressWriter:
             index = run.data.tags["pdistill.key"].removeprefix(prefix)
             if lr is None or not index.isdigit():  # its params are logged just after it starts
                 continue
-            finished = run.info.status == "FINISHED"
+            status = {"FINISHED": TrialStatus.SUCCEEDED, "FAILED": TrialStatus.FAILED}
             fields = {
                 "lr": float(lr),
                 "val_loss": _finite(run.data.metrics.get("val/distill_loss")),
-                "status": TrialStatus.SUCCEEDED if finished else TrialStatus.RUNNING,
+                "status": status.get(run.info.status, TrialStatus.RUNNING),
             }
             if self.trials.get((p.round, int(index))) != fields:
                 self.store.upsert_trial(self.campaign_id, p.round, int(index), **fields)

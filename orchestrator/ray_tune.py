@@ -101,27 +101,30 @@ def search_lr(
     trial_seconds = sum(float((r.metrics or {}).get("time_total_s", 0.0)) for r in trials)
     results: list[dict[str, Any]] = []
     for r in trials:
-        if r.error is not None or not r.metrics or not r.config:
+        if not r.config:
             continue
-        results.append(
-            {
-                "trial": int(r.config["trial"]),
-                "lr": lrs[int(r.config["trial"])],
-                "update": int(r.metrics.get("update", 0)),
-                "val_loss": float(r.metrics["val_loss"]),
-                "checkpoint_path": r.metrics.get("checkpoint_path"),
-            }
-        )
+        metrics = r.metrics or {}
+        if r.error is None and "val_loss" not in metrics:
+            continue
+        row = {
+            "trial": int(r.config["trial"]),
+            "lr": lrs[int(r.config["trial"])],
+            "update": int(metrics.get("update", 0)),
+            "val_loss": float(metrics.get("val_loss", math.nan)),
+            "checkpoint_path": metrics.get("checkpoint_path"),
+        }
+        if r.error is not None:  # Ray's wrapper of the exception: its last line is the exception's
+            row |= {"error": str(r.error).strip().splitlines()[-1], "checkpoint_path": None}
+        results.append(row)
     # Only trials that ran the whole prefix compete: ASHA's early-stopped ones saw fewer updates.
     finished = [r for r in results if r["update"] >= trial_updates and r["checkpoint_path"]]
     if not finished:
         from orchestrator.stages import StageError
 
-        # A trial's error is Ray's wrapper of the exception: its last line is the exception's.
-        errors = [str(r.error).strip().splitlines()[-1] for r in trials if r.error is not None]
+        errors = [r["error"] for r in results if "error" in r]
         raise StageError(
             f"round {plan.round}: no LR-search trial finished its {trial_updates} updates "
-            f"({len(results)} of {spec.trials} reported; errors: {grid.num_errors}"
+            f"({len(results) - len(errors)} of {spec.trials} reported; errors: {grid.num_errors}"
             + (f"; the first: {errors[0]}" if errors else "")
             + ")"
         )

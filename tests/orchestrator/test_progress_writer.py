@@ -110,7 +110,7 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
 
 
 def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings) -> None:
-    spec = parse_spec({**SPEC, "tune": {"enabled": True, "trials": 3, "trial_updates": 10}})
+    spec = parse_spec({**SPEC, "tune": {"enabled": True, "trials": 4, "trial_updates": 10}})
     plan = plan_rounds(spec)
     with Store.from_url(f"sqlite:///{tmp_path / 'store.db'}") as store:
         made = _running(store, spec, teacher_updates=300)
@@ -120,10 +120,10 @@ def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings
         writer = ProgressWriter(store, made.id, "j", spec)
 
         # As `search_lr` logs them: trial 0 finished its updates, trial 1 has reported once,
-        # trial 2 has not started; round 2's run is another round's (not a trial of round 1).
+        # trial 2 failed (diverged); round 2's run is another round's (not a trial of round 1).
         round_run = c.round_run(tracker, plan[0])
         runs = {}
-        for i, lr in [(0, 1e-4), (1, 2e-4)]:
+        for i, lr in [(0, 1e-4), (1, 2e-4), (2, 3e-4)]:
             runs[i] = tracker.run(
                 name=f"trial-{i}",
                 key=f"campaign/writer/round-1/trial-{i}",
@@ -135,6 +135,7 @@ def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings
         tracker.metrics(runs[0], {"val/distill_loss": 0.25}, step=10)
         tracker.finish(runs[0])
         tracker.metrics(runs[1], {"val/distill_loss": 0.75}, step=5)
+        tracker.finish(runs[2], "FAILED")
         c.round_run(tracker, plan[1])
 
         writer.poll(Snapshot(c, tracker))
@@ -143,9 +144,11 @@ def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings
         assert got == [
             (0, 1e-4, 0.25, TrialStatus.SUCCEEDED),
             (1, 2e-4, 0.75, TrialStatus.RUNNING),
+            (2, 3e-4, None, TrialStatus.FAILED),
         ]
 
-        # The search ends: its record has the final word (ASHA stopped trial 1 at update 5).
+        # The search ends: its record has the final word (ASHA stopped trials 1 and 3 at update
+        # 5; trial 2 erred).
         c.write_record(
             "round-1-tune",
             {
@@ -154,7 +157,14 @@ def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings
                 "trials": [
                     {"trial": 0, "lr": 1e-4, "update": 10, "val_loss": 0.25},
                     {"trial": 1, "lr": 2e-4, "update": 5, "val_loss": 0.75},
-                    {"trial": 2, "lr": 3e-4, "update": 5, "val_loss": 0.9},
+                    {
+                        "trial": 2,
+                        "lr": 3e-4,
+                        "update": 0,
+                        "val_loss": float("nan"),
+                        "error": "RuntimeError: trial-2: loss is nan at update 3; stopped",
+                    },
+                    {"trial": 3, "lr": 4e-4, "update": 5, "val_loss": 0.9},
                 ],
             },
         )
@@ -163,5 +173,6 @@ def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings
         assert got == [
             (0, TrialStatus.SUCCEEDED),
             (1, TrialStatus.STOPPED),
-            (2, TrialStatus.STOPPED),
+            (2, TrialStatus.FAILED),
+            (3, TrialStatus.STOPPED),
         ]

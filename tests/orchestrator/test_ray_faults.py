@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -285,3 +286,41 @@ def test_s3_outage_mid_round_delays_but_does_not_fail_the_campaign(ray_cluster, 
     # loaded was verified against its digests (ray_round.verified), so none was partial.
     assert len(steps) == len(set(steps)), "the round restarted from an earlier checkpoint"
     assert during - down_at <= 2 * OUTAGE_SPEC["distill"]["checkpoint_every"]
+
+
+DIVERGE_SPEC = {
+    **KILL_SPEC,
+    "name": "ray-diverge",
+    "distill": {"updates": 20, "batch_size": 16, "checkpoint_every": 10},
+    # Adam moves every weight by about the learning rate: 1e29 sends the next loss to inf.
+    "tune": {"enabled": True, "trials": 2, "trial_updates": 10, "lr_min": 1e29, "lr_max": 1e30},
+    "resources": {"workers": 1, "max_failures": 2},
+}
+
+
+def test_lr_trials_that_diverge_fail_and_the_round_says_why(ray_cluster, settings):
+    """Each trial stops at its first report with the update where its loss went non-finite;
+    its MLflow run is FAILED, and a search with no finished trial fails the round with the
+    first trial's reason, keeping the teacher."""
+    with pytest.raises(Exception) as info:
+        run_campaign(parse_spec(DIVERGE_SPEC), settings, poll_s=0.5)
+    assert re.search(
+        r"round 1: no LR-search trial finished its 10 updates \(0 of 2 reported; errors: 2; "
+        r"the first: \w+: ray-diverge-round-1-trial-\d: (loss is (nan|inf)|the gradient is not "
+        r"finite) at update \d+.*; stopped\)",
+        str(info.value),
+    ), str(info.value)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name("pdistill")
+    trials = client.search_runs(
+        [exp.experiment_id],
+        "tags.`pdistill.kind` = 'trial' and tags.`pdistill.key` LIKE 'campaign/ray-diverge/%'",
+    )
+    assert sorted(t.info.status for t in trials) == ["FAILED", "FAILED"]
+    s3 = boto3.client("s3")
+    prefix = "store/campaigns/ray-diverge"
+    status = json.loads(
+        s3.get_object(Bucket="pdistill-test", Key=f"{prefix}/status.json")["Body"].read()
+    )
+    assert status["state"] == "failed" and "no LR-search trial finished" in status["reason"]
+    s3.head_object(Bucket="pdistill-test", Key=f"{prefix}/teacher.safetensors")
