@@ -33,7 +33,7 @@ from workers.fid import FeatureStats, reference_stats
 from workers.images import save_samples
 from workers.parameterization import output_channels
 from workers.teacher import train_teacher
-from workers.training import DivergedError, ProgressFn
+from workers.training import DivergedError, GraphCaptureError, ProgressFn
 from workers.unet import UNet, UNetConfig
 
 TEACHER_STATE = "teacher.training-state.pt"  # in the run's folder while the teacher trains
@@ -199,7 +199,7 @@ class LocalRun:
                     resume=resume,
                     save=lambda s: write_atomic(state, training_state_bytes(s)),
                 )
-            except DivergedError as exc:
+            except (DivergedError, GraphCaptureError) as exc:
                 raise RunError(f"teacher: {exc}") from exc
             seconds, loss = result.seconds, result.final_loss
         save_checkpoint(ckpt, state_dict=net.state_dict(), config=self._config("teacher", start))
@@ -242,7 +242,7 @@ class LocalRun:
                 on_progress=on_progress,
                 accel=self.accel,
             )
-        except DivergedError as exc:
+        except (DivergedError, GraphCaptureError) as exc:
             raise RunError(
                 f"round {k} ({plan.teacher_steps}→{n} steps): {exc}; "
                 f"earlier rounds are kept in {self.out}"
