@@ -205,6 +205,12 @@ RETRY_SPEC = {
 }
 
 
+def _stored_status(campaign: str) -> dict:
+    """The campaign's `status.json` in the test bucket."""
+    key = f"store/campaigns/{campaign}/status.json"
+    return json.loads(boto3.client("s3").get_object(Bucket="pdistill-test", Key=key)["Body"].read())
+
+
 def _run_in_thread(spec: dict, settings) -> tuple[threading.Thread, dict]:
     outcome: dict = {}
 
@@ -220,8 +226,6 @@ def _run_in_thread(spec: dict, settings) -> tuple[threading.Thread, dict]:
 
 
 def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray_cluster, settings):
-    import boto3
-
     client = MlflowClient(settings.mlflow_tracking_uri)
     thread, outcome = _run_in_thread(RETRY_SPEC, settings)
     killed = None
@@ -235,11 +239,8 @@ def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray
     assert killed is not None, f"round 2 never started training: {outcome}"
     error = outcome.get("error")
     assert error is not None and "round 2: training failed after 0 retries" in str(error), outcome
-    s3 = boto3.client("s3")
-    prefix = "store/campaigns/ray-retries"
-    status = json.loads(
-        s3.get_object(Bucket="pdistill-test", Key=f"{prefix}/status.json")["Body"].read()
-    )
+    s3, prefix = boto3.client("s3"), "store/campaigns/ray-retries"
+    status = _stored_status("ray-retries")
     assert status["state"] == "failed" and "round 2" in status["reason"]
     # Round 1's student and record survive, and so does its MLflow run.
     s3.head_object(Bucket="pdistill-test", Key=f"{prefix}/round-1/student.safetensors")
@@ -317,10 +318,8 @@ def test_lr_trials_that_diverge_fail_and_the_round_says_why(ray_cluster, setting
         "tags.`pdistill.kind` = 'trial' and tags.`pdistill.key` LIKE 'campaign/ray-diverge/%'",
     )
     assert sorted(t.info.status for t in trials) == ["FAILED", "FAILED"]
-    s3 = boto3.client("s3")
-    prefix = "store/campaigns/ray-diverge"
-    status = json.loads(
-        s3.get_object(Bucket="pdistill-test", Key=f"{prefix}/status.json")["Body"].read()
-    )
+    status = _stored_status("ray-diverge")
     assert status["state"] == "failed" and "no LR-search trial finished" in status["reason"]
-    s3.head_object(Bucket="pdistill-test", Key=f"{prefix}/teacher.safetensors")
+    boto3.client("s3").head_object(
+        Bucket="pdistill-test", Key="store/campaigns/ray-diverge/teacher.safetensors"
+    )
