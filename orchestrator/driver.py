@@ -31,6 +31,8 @@ from orchestrator.store.models import utcnow
 
 ACTOR = "driver"
 _ACTIVE = {RoundStatus.TUNING, RoundStatus.TRAINING, RoundStatus.EVALUATING}
+# A trial's status from its ended MLflow run (any other run status: still running).
+_TRIAL_RUN_STATUS = {"FINISHED": TrialStatus.SUCCEEDED, "FAILED": TrialStatus.FAILED}
 
 
 class FencedError(Exception):
@@ -165,11 +167,10 @@ class ProgressWriter:
             index = run.data.tags["pdistill.key"].removeprefix(prefix)
             if lr is None or not index.isdigit():  # its params are logged just after it starts
                 continue
-            status = {"FINISHED": TrialStatus.SUCCEEDED, "FAILED": TrialStatus.FAILED}
             fields = {
                 "lr": float(lr),
                 "val_loss": _finite(run.data.metrics.get("val/distill_loss")),
-                "status": status.get(run.info.status, TrialStatus.RUNNING),
+                "status": _TRIAL_RUN_STATUS.get(run.info.status, TrialStatus.RUNNING),
             }
             if self.trials.get((p.round, int(index))) != fields:
                 self.store.upsert_trial(self.campaign_id, p.round, int(index), **fields)
