@@ -63,8 +63,6 @@ def sample(
     `images`, [N, H, W, C]). On a GPU when there is one (bf16, channels_last)."""
     png = _png_path(out)
     # torch loads only for this command (the client commands stay fast).
-    from dataclasses import replace
-
     from workers.accel import choose, place
     from workers.checkpoint import CheckpointError, load_unet
     from workers.evaluate import eval_noise, sample_images
@@ -96,8 +94,8 @@ def sample(
         )
     # `place`, not `prepare`: no compile, which pays off only over many thousands of images and
     # takes minutes first; and no graph, so the norms keep their per-group statistics.
-    accel = choose("auto")
-    place(net, replace(accel, norm_channel_stats=False))
+    accel = choose("auto", graphs=False)
+    place(net, accel)
     u = net.config
     noise = eval_noise(count=count, shape=(u.in_channels, u.image_size, u.image_size), seed=seed)
     columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -490,7 +490,7 @@ def main() -> int:
     student_f.train()
     # Launched from the host (the path of a DDP update): networks of their own, prepared for it
     # (their compilation costs ~1.5 min more on a fresh machine).
-    launched = replace(fast, graphs=False, norm_channel_stats=False)
+    launched = choose("on", device, graphs=False)
     if "launched" not in skip:
         s = prepare(copy.deepcopy(student0), launched).train()
         t = prepare(copy.deepcopy(teacher0), launched)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +149,8 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         student.load_state_dict(teacher.state_dict())
     device = get_device()  # the worker's GPU if it has one
-    accel = choose(job.fast_path, device, graphs=job.cuda_graphs)
-    if world > 1:  # DDP's all-reduce stays outside a CUDA graph: the update is launched
-        accel = replace(accel, graphs=False, norm_channel_stats=False)
+    # DDP's all-reduce stays outside a CUDA graph: with several ranks the update is launched.
+    accel = choose(job.fast_path, device, graphs=job.cuda_graphs and world == 1)
     cache = CompileCache(
         storage if job.compile_cache else None,
         job.compile_cache or "",

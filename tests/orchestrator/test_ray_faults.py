@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from orchestrator.campaign import run_campaign
 from orchestrator.spec import parse_spec
+from orchestrator.stages import StageError
 
 KILL_SPEC = {
     "name": "ray-kill",
@@ -104,11 +105,12 @@ DRIVER_SPEC = {
 }
 
 
-def _round_runs(client: MlflowClient, campaign: str) -> list:
+def _campaign_runs(client: MlflowClient, campaign: str, kind: str = "round") -> list:
+    """The campaign's MLflow runs of `kind` (round or trial)."""
     exp = client.get_experiment_by_name("pdistill")
     return client.search_runs(
         [exp.experiment_id],
-        f"tags.`pdistill.kind` = 'round' and tags.`pdistill.key` LIKE 'campaign/{campaign}/%'",
+        f"tags.`pdistill.kind` = '{kind}' and tags.`pdistill.key` LIKE 'campaign/{campaign}/%'",
     )
 
 
@@ -182,7 +184,7 @@ def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, sett
     report = run_campaign(parse_spec(DRIVER_SPEC), settings, poll_s=0.5)
     assert [r["steps"] for r in report["rounds"]] == [2, 1]
     assert report["rounds"][1]["train_seconds"] > 1000.0
-    assert len(_round_runs(client, "ray-driver-kill")) == 2  # no duplicate round runs
+    assert len(_campaign_runs(client, "ray-driver-kill")) == 2  # no duplicate round runs
     round1 = _loss_history(client, "campaign/ray-driver-kill/round-1")
     updates = DRIVER_SPEC["distill"]["updates"]
     assert round1.count(updates) == 1  # round 1 was not recomputed
@@ -245,7 +247,7 @@ def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray
     # Round 1's student and record survive, and so does its MLflow run.
     s3.head_object(Bucket="pdistill-test", Key=f"{prefix}/round-1/student.safetensors")
     s3.head_object(Bucket="pdistill-test", Key=f"{prefix}/stages/round-1-train.json")
-    assert len(_round_runs(client, "ray-retries")) == 2
+    assert len(_campaign_runs(client, "ray-retries")) == 2
     assert _loss_history(client, "campaign/ray-retries/round-1")[-1] == 20
 
 
@@ -303,7 +305,7 @@ def test_lr_trials_that_diverge_fail_and_the_round_says_why(ray_cluster, setting
     """Each trial stops at its first report with the update where its loss went non-finite;
     its MLflow run is FAILED, and a search with no finished trial fails the round with the
     first trial's reason, keeping the teacher."""
-    with pytest.raises(Exception) as info:
+    with pytest.raises(StageError) as info:
         run_campaign(parse_spec(DIVERGE_SPEC), settings, poll_s=0.5)
     assert re.search(
         r"round 1: no LR-search trial finished its 10 updates \(0 of 2 reported; errors: 2; "
@@ -311,12 +313,7 @@ def test_lr_trials_that_diverge_fail_and_the_round_says_why(ray_cluster, setting
         r"finite) at update \d+.*; stopped\)",
         str(info.value),
     ), str(info.value)
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    exp = client.get_experiment_by_name("pdistill")
-    trials = client.search_runs(
-        [exp.experiment_id],
-        "tags.`pdistill.kind` = 'trial' and tags.`pdistill.key` LIKE 'campaign/ray-diverge/%'",
-    )
+    trials = _campaign_runs(MlflowClient(settings.mlflow_tracking_uri), "ray-diverge", kind="trial")
     assert sorted(t.info.status for t in trials) == ["FAILED", "FAILED"]
     status = _stored_status("ray-diverge")
     assert status["state"] == "failed" and "no LR-search trial finished" in status["reason"]
