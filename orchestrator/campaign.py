@@ -126,7 +126,10 @@ def submit(c: Campaign, *, eval_gpus: float = 0.0) -> Any:
     """Build the DAG of remote tasks for `c`; returns the ObjectRef of the report."""
     import ray
 
-    stage = ray.remote(max_retries=0)
+    # A stage whose process or node is lost (a preempted or scaled-down node, an OOM kill) runs
+    # again: every stage is idempotent and resumes from what it stored. An error raised inside
+    # a stage is not retried (Ray retries exceptions only when asked to).
+    stage = ray.remote(max_retries=c.spec.resources.max_failures)
     control = {"num_cpus": 0}  # drivers of Train/Tune jobs: the workers hold the resources
     compute = {"num_cpus": 1, "num_gpus": eval_gpus}
     # The teacher trains alone, before any round: on one Train worker's CPUs (on CPU clusters
@@ -208,7 +211,7 @@ def run_campaign(
     c.storage.write_bytes(c.rel("spec.json"), spec.model_dump_json(indent=2).encode())
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     final = submit(c, eval_gpus=gpus)
-    last = ""
+    last = status = ""
     tracker = c.tracker()
     try:
         while True:
@@ -226,8 +229,17 @@ def run_campaign(
                 return report
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, Exception) else exc
-        write_status(c, "failed", reason=str(cause))
-        raise StageError(f"campaign {spec.name} failed: {cause}") from cause
+        reason = str(cause)
+        errors = ray.exceptions
+        lost = (errors.WorkerCrashedError, errors.NodeDiedError, errors.OutOfMemoryError)
+        if isinstance(cause, lost):  # Ray ran the stage again max_failures times first
+            n = spec.resources.max_failures
+            reason = (
+                f"a stage's process or node was lost on each of its {n + 1} attempt(s) "
+                f"(1 + resources.max_failures: {n}); the campaign was at '{status}': {cause}"
+            )
+        write_status(c, "failed", reason=reason)
+        raise StageError(f"campaign {spec.name} failed: {reason}") from cause
 
 
 def write_status(c: Campaign, state: str, *, reason: str | None = None) -> None:

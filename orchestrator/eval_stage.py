@@ -67,7 +67,7 @@ def evaluate_stage(
     started = time.perf_counter()
     cache = c.compile_cache(accel)
     cache.load()
-    files: dict[str, bytes] = {}
+    grids: dict[str, bytes] = {}
     pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
     for key, model_uri in pairs:
         net, _ = load_unet(model_uri)
@@ -81,11 +81,14 @@ def evaluate_stage(
             batch_size=c.spec.evaluation.batch_size,
         )
         out[key] = ev.fid
-        name = f"{'distilled' if key == 'fid' else 'ddim'}-{step_count}"
+        kind = "distilled" if key == "fid" else "ddim"
+        name = f"{kind}-{step_count}"
         npz, png = samples_files(ev.images)
-        files |= {f"{name}.npz": npz, f"{name}.png": png}
-        c.storage.write_bytes(c.rel(f"samples/{name}.npz"), npz)
-        out[f"{name.split('-')[0]}_grid"] = c.storage.write_bytes(c.rel(f"samples/{name}.png"), png)
+        # The samples are stored once, in the campaign's storage (MLflow gets their URI as a tag,
+        # as it does a checkpoint's); the grid goes to both, for the dashboard and MLflow's UI.
+        out[f"{kind}_samples"] = c.storage.write_bytes(c.rel(f"samples/{name}.npz"), npz)
+        out[f"{kind}_grid"] = c.storage.write_bytes(c.rel(f"samples/{name}.png"), png)
+        grids[f"{name}.png"] = png
     cache.save()
     out["eval_seconds"] = time.perf_counter() - started
     out["gpu_seconds"] = out["eval_seconds"] if torch.cuda.is_available() else 0.0
@@ -100,7 +103,10 @@ def evaluate_stage(
             },
             step=step_count,
         )
-        for file, data in files.items():
+        for file, data in grids.items():
             tracker.artifact_bytes(tracker_run, f"samples/{file}", data)
         tracker.tag(tracker_run, "pdistill.samples_grid", out["distilled_grid"])
+        for kind in ("distilled", "ddim"):
+            if f"{kind}_samples" in out:
+                tracker.tag(tracker_run, f"pdistill.{kind}_samples", out[f"{kind}_samples"])
     return c.write_record(stage, out)

@@ -181,7 +181,9 @@ class ResourcesSpec(_Frozen):
     workers: PosInt = 1
     cpus_per_worker: PosFloat = 1.0
     gpus_per_worker: Annotated[float, Field(ge=0)] = 0.0
-    max_failures: Annotated[int, Field(ge=0)] = 2  # worker-group restarts per round
+    # Worker-group restarts per round; also how often a stage whose process or node was lost
+    # runs again.
+    max_failures: Annotated[int, Field(ge=0)] = 2
     # The networks' fast path (workers/accel.py): "auto" = bf16 autocast, channels_last and
     # torch.compile where a GPU runs them, plain fp32 eager on CPU; "on" everywhere; "off" never.
     fast_path: FastPath = "auto"

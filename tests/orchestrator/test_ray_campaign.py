@@ -4,7 +4,10 @@ Checkpoints and records go to a real S3 endpoint (moto_server on 127.0.0.1); MLf
 store in a temp dir. Nothing here is mocked.
 """
 
+import io
+
 import boto3
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -79,9 +82,17 @@ def test_mlflow_nests_campaign_rounds_trials(finished, settings):
         # The loop's time, without the Train job's start and the student's upload.
         assert 0 < r.data.metrics["time/train_seconds"] < r.data.metrics["time/train_wall_seconds"]
         steps = r.data.params["student_steps"]
-        samples = {a.path for a in client.list_artifacts(r.info.run_id, "samples")}
-        assert {f"samples/distilled-{steps}.png", f"samples/distilled-{steps}.npz"} <= samples
-        assert f"samples/ddim-{steps}.png" in samples
+        grids = {a.path for a in client.list_artifacts(r.info.run_id, "samples")}
+        assert grids == {f"samples/distilled-{steps}.png", f"samples/ddim-{steps}.png"}
+        # The samples themselves are stored once, in the campaign's storage, named by a tag.
+        for kind in ("distilled", "ddim"):
+            uri = r.data.tags[f"pdistill.{kind}_samples"]
+            assert uri == f"s3://pdistill-test/store/campaigns/ray-e2e/samples/{kind}-{steps}.npz"
+            body = boto3.client("s3").get_object(
+                Bucket="pdistill-test", Key=uri.removeprefix("s3://pdistill-test/")
+            )["Body"]
+            with np.load(io.BytesIO(body.read())) as z:
+                assert z["images"].shape == (SPEC["evaluation"]["samples"], 8, 8, 1)
         assert r.data.tags["pdistill.checkpoint"].startswith("s3://")
         assert "lr" in r.data.params
     assert all("val/distill_loss" in t.data.metrics for t in kinds["trial"])

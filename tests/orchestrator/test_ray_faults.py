@@ -1,4 +1,5 @@
-"""Faults on a real local Ray cluster: a Train worker killed mid-round."""
+"""Faults on a real local Ray cluster: processes killed mid-stage, a driver killed, retries
+exhausted, S3 gone, LR trials that diverge."""
 
 import hashlib
 import json
@@ -17,7 +18,7 @@ from mlflow import MlflowClient
 
 from orchestrator.campaign import run_campaign
 from orchestrator.spec import parse_spec
-from orchestrator.stages import StageError
+from orchestrator.stages import TEACHER_LOSS, TEACHER_STATE, StageError
 
 KILL_SPEC = {
     "name": "ray-kill",
@@ -32,29 +33,98 @@ KILL_SPEC = {
 }
 
 
-def _train_worker_pids() -> list[int]:
+def _pids(title: str) -> list[int]:
+    """The processes Ray titled `title` ("ray::teacher": a task; "ray::RayTrainWorker": an
+    actor, whose title goes on with the method it runs, "ray::RayTrainWorker.run")."""
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::RayTrainWorker" in line]
+    found = (line.split(None, 1) for line in out.splitlines()[1:])
+    return [int(p) for p, args in found if args.split()[0].split(".")[0] == title]
 
 
-def _loss_history(client: MlflowClient, key: str) -> list[int]:
+def _history(client: MlflowClient, key: str, metric: str) -> list[int]:
+    """The steps of `metric` in the run tagged `key`, in the order they were logged."""
     exp = client.get_experiment_by_name("pdistill")
     if exp is None:
         return []
     runs = client.search_runs([exp.experiment_id], f"tags.`pdistill.key` = '{key}'")
     if not runs:
         return []
-    return [m.step for m in client.get_metric_history(runs[0].info.run_id, "train/loss")]
+    history = client.get_metric_history(runs[0].info.run_id, metric)
+    return [m.step for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
 
 
-def test_killed_train_worker_resumes_round_from_checkpoint(ray_cluster, settings):
+def _loss_history(client: MlflowClient, key: str) -> list[int]:
+    return _history(client, key, "train/loss")
+
+
+def _stored(key: str) -> bool:
+    listed = boto3.client("s3").list_objects_v2(Bucket="pdistill-test", Prefix=key)
+    return listed.get("KeyCount", 0) > 0
+
+
+# The teacher trains 300 updates here and saves its state every 50.
+TEACHER_KILL_SPEC = {
+    **KILL_SPEC,
+    "teacher": {"train": {"updates": 300, "batch_size": 32, "warmup_updates": 5}},
+}
+
+
+def _kill_the_teacher_once_it_saved(campaign: str, driver: threading.Thread, deadline: float):
+    """SIGKILL the teacher stage's process once its training state is in storage; its pid."""
+    state = f"store/campaigns/{campaign}/{TEACHER_STATE}"
+    while driver.is_alive() and time.monotonic() < deadline:
+        if _stored(state) and (pids := _pids("ray::teacher")):
+            os.kill(pids[0], signal.SIGKILL)
+            return pids[0]
+        time.sleep(0.1)
+    return None
+
+
+def test_a_stage_lost_more_often_than_max_failures_fails_the_campaign_and_says_so(
+    ray_cluster, settings
+):
+    spec = {**TEACHER_KILL_SPEC, "name": "ray-lost", "resources": {"max_failures": 0}}
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_campaign(parse_spec(spec), settings, poll_s=0.5)
+        except Exception as exc:  # reported by the assertions below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = _kill_the_teacher_once_it_saved("ray-lost", thread, time.monotonic() + 600)
+    thread.join(timeout=600)
+    assert killed is not None, f"never saw the teacher's saved state: {outcome}"
+    error = outcome.get("error")
+    assert isinstance(error, StageError), outcome
+    said = (
+        "a stage's process or node was lost on each of its 1 attempt(s) "
+        "(1 + resources.max_failures: 0); the campaign was at 'teacher: training, update "
+    )
+    assert said in str(error), error
+    store = boto3.client("s3")
+    status = store.get_object(Bucket="pdistill-test", Key="store/campaigns/ray-lost/status.json")
+    stored = json.loads(status["Body"].read())
+    assert stored["state"] == "failed" and said in stored["reason"], stored
+    # Nothing the teacher saved is lost: submitting the campaign again goes on from it.
+    assert _stored(f"store/campaigns/ray-lost/{TEACHER_STATE}")
+
+
+def test_a_killed_teacher_stage_and_a_killed_train_worker_resume_from_what_they_saved(
+    ray_cluster, settings
+):
+    """Two processes SIGKILLed in one campaign: the teacher stage's Ray task once its training
+    state is stored (Ray runs the task again, up to `resources.max_failures` times), then a DDP
+    worker of round 1 after a checkpoint (Train starts a new worker group)."""
     client = MlflowClient(settings.mlflow_tracking_uri)
     key = "campaign/ray-kill/round-1"
     outcome: dict = {}
 
     def run() -> None:
         try:
-            outcome["report"] = run_campaign(parse_spec(KILL_SPEC), settings, poll_s=0.5)
+            outcome["report"] = run_campaign(parse_spec(TEACHER_KILL_SPEC), settings, poll_s=0.5)
         except Exception as exc:  # reported by the assertion below
             outcome["error"] = exc
 
@@ -62,20 +132,25 @@ def test_killed_train_worker_resumes_round_from_checkpoint(ray_cluster, settings
     thread.start()
     killed = None
     deadline = time.monotonic() + 600
+    teacher_killed = _kill_the_teacher_once_it_saved("ray-kill", thread, deadline)
     while thread.is_alive() and time.monotonic() < deadline:
         steps = _loss_history(client, key)
-        if steps and max(steps) >= 100 and (pids := _train_worker_pids()):
+        if steps and max(steps) >= 100 and (pids := _pids("ray::RayTrainWorker")):
             killed, at_step, before = pids[-1], max(steps), set(pids)
             os.kill(killed, signal.SIGKILL)
             break
         time.sleep(0.2)
     replacements: set[int] = set()
     while thread.is_alive() and killed is not None and not replacements:
-        replacements = set(_train_worker_pids()) - before
+        replacements = set(_pids("ray::RayTrainWorker")) - before
         time.sleep(0.2)
     thread.join(timeout=600)
+    assert teacher_killed is not None, f"never saw the teacher's saved state: {outcome}"
     assert killed is not None, f"never saw a checkpoint to kill after: {outcome}"
     assert "error" not in outcome, outcome.get("error")
+    # The teacher went on from its saved state: a new start would log its first point again.
+    teacher = _history(client, "campaign/ray-kill", TEACHER_LOSS)
+    assert teacher.count(50) == 1 and teacher[-1] == 300 and teacher == sorted(teacher), teacher
     updates = KILL_SPEC["distill"]["updates"]
     assert outcome["report"]["rounds"][0]["updates"] == updates
     steps = _loss_history(client, key)
@@ -177,7 +252,7 @@ def test_killed_driver_rerun_skips_finished_rounds_and_resumes(ray_cluster, sett
     driver.wait(timeout=60)
     assert at_step is not None, "the driver finished or stalled before round 2 checkpointed"
     # Ray tears down what the dead driver owned (its tasks, their Train runs).
-    while _train_worker_pids() and time.monotonic() < deadline:
+    while _pids("ray::RayTrainWorker") and time.monotonic() < deadline:
         time.sleep(0.5)
     # As if the updates before the crash had taken 1000 s: the round's time must include them.
     assert _set_saved_seconds("ray-driver-kill-round-2", 1000.0, tmp_path) >= 1
@@ -233,7 +308,9 @@ def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray
     killed = None
     deadline = time.monotonic() + 600
     while thread.is_alive() and time.monotonic() < deadline and killed is None:
-        if _loss_history(client, "campaign/ray-retries/round-2") and (pids := _train_worker_pids()):
+        if _loss_history(client, "campaign/ray-retries/round-2") and (
+            pids := _pids("ray::RayTrainWorker")
+        ):
             killed = pids[-1]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.2)
