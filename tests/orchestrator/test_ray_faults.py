@@ -62,10 +62,31 @@ def _stored(key: str) -> bool:
     return listed.get("KeyCount", 0) > 0
 
 
+def _stored_status(campaign: str) -> dict:
+    """The campaign's `status.json` in the test bucket."""
+    key = f"store/campaigns/{campaign}/status.json"
+    return json.loads(boto3.client("s3").get_object(Bucket="pdistill-test", Key=key)["Body"].read())
+
+
+def _run_in_thread(spec: dict, settings) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_campaign(parse_spec(spec), settings, poll_s=0.5)
+        except Exception as exc:  # examined by the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 # The teacher trains 300 updates here and saves its state every 50.
 TEACHER_KILL_SPEC = {
     **KILL_SPEC,
     "teacher": {"train": {"updates": 300, "batch_size": 32, "warmup_updates": 5}},
+    "distill": {"updates": 400, "batch_size": 32, "checkpoint_every": 50},
 }
 
 
@@ -84,16 +105,7 @@ def test_a_stage_lost_more_often_than_max_failures_fails_the_campaign_and_says_s
     ray_cluster, settings
 ):
     spec = {**TEACHER_KILL_SPEC, "name": "ray-lost", "resources": {"max_failures": 0}}
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["report"] = run_campaign(parse_spec(spec), settings, poll_s=0.5)
-        except Exception as exc:  # reported by the assertions below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = _run_in_thread(spec, settings)
     killed = _kill_the_teacher_once_it_saved("ray-lost", thread, time.monotonic() + 600)
     thread.join(timeout=600)
     assert killed is not None, f"never saw the teacher's saved state: {outcome}"
@@ -104,9 +116,7 @@ def test_a_stage_lost_more_often_than_max_failures_fails_the_campaign_and_says_s
         "(1 + resources.max_failures: 0); the campaign was at 'teacher: training, update "
     )
     assert said in str(error), error
-    store = boto3.client("s3")
-    status = store.get_object(Bucket="pdistill-test", Key="store/campaigns/ray-lost/status.json")
-    stored = json.loads(status["Body"].read())
+    stored = _stored_status("ray-lost")
     assert stored["state"] == "failed" and said in stored["reason"], stored
     # Nothing the teacher saved is lost: submitting the campaign again goes on from it.
     assert _stored(f"store/campaigns/ray-lost/{TEACHER_STATE}")
@@ -115,21 +125,13 @@ def test_a_stage_lost_more_often_than_max_failures_fails_the_campaign_and_says_s
 def test_a_killed_teacher_stage_and_a_killed_train_worker_resume_from_what_they_saved(
     ray_cluster, settings
 ):
-    """Two processes SIGKILLed in one campaign: the teacher stage's Ray task once its training
-    state is stored (Ray runs the task again, up to `resources.max_failures` times), then a DDP
-    worker of round 1 after a checkpoint (Train starts a new worker group)."""
+    """Three processes SIGKILLed in one campaign: the teacher stage's Ray task once its training
+    state is stored (Ray runs the task again, up to `resources.max_failures` times); a DDP
+    worker of round 1 after a checkpoint (Train starts a new worker group); then the task that
+    drives round 1's Train job (Ray runs it again, and its Train job resumes from storage)."""
     client = MlflowClient(settings.mlflow_tracking_uri)
     key = "campaign/ray-kill/round-1"
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["report"] = run_campaign(parse_spec(TEACHER_KILL_SPEC), settings, poll_s=0.5)
-        except Exception as exc:  # reported by the assertion below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcome = _run_in_thread(TEACHER_KILL_SPEC, settings)
     killed = None
     deadline = time.monotonic() + 600
     teacher_killed = _kill_the_teacher_once_it_saved("ray-kill", thread, deadline)
@@ -144,14 +146,24 @@ def test_a_killed_teacher_stage_and_a_killed_train_worker_resume_from_what_they_
     while thread.is_alive() and killed is not None and not replacements:
         replacements = set(_pids("ray::RayTrainWorker")) - before
         time.sleep(0.2)
+    # Once the new worker group has reported: the task that drives the round's Train job.
+    driving: list[int] = []
+    while thread.is_alive() and replacements and time.monotonic() < deadline:
+        if _loss_history(client, key).count(at_step + 50) and (
+            driving := _pids("ray::round-1-train")
+        ):
+            os.kill(driving[0], signal.SIGKILL)
+            break
+        time.sleep(0.2)
     thread.join(timeout=600)
     assert teacher_killed is not None, f"never saw the teacher's saved state: {outcome}"
     assert killed is not None, f"never saw a checkpoint to kill after: {outcome}"
+    assert driving, f"the round's Train job had no driving task to kill: {outcome}"
     assert "error" not in outcome, outcome.get("error")
     # The teacher went on from its saved state: a new start would log its first point again.
     teacher = _history(client, "campaign/ray-kill", TEACHER_LOSS)
     assert teacher.count(50) == 1 and teacher[-1] == 300 and teacher == sorted(teacher), teacher
-    updates = KILL_SPEC["distill"]["updates"]
+    updates = TEACHER_KILL_SPEC["distill"]["updates"]
     assert outcome["report"]["rounds"][0]["updates"] == updates
     steps = _loss_history(client, key)
     # Resumed, not restarted: the first reports are not repeated, and the round reached its end.
@@ -280,26 +292,6 @@ RETRY_SPEC = {
     },
     "resources": {"workers": 2, "max_failures": 0},
 }
-
-
-def _stored_status(campaign: str) -> dict:
-    """The campaign's `status.json` in the test bucket."""
-    key = f"store/campaigns/{campaign}/status.json"
-    return json.loads(boto3.client("s3").get_object(Bucket="pdistill-test", Key=key)["Body"].read())
-
-
-def _run_in_thread(spec: dict, settings) -> tuple[threading.Thread, dict]:
-    outcome: dict = {}
-
-    def run() -> None:
-        try:
-            outcome["report"] = run_campaign(parse_spec(spec), settings, poll_s=0.5)
-        except Exception as exc:  # examined by the test
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
 
 
 def test_round_that_exhausts_retries_fails_campaign_and_keeps_earlier_rounds(ray_cluster, settings):
