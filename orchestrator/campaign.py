@@ -125,12 +125,18 @@ def report_stage(
 def submit(c: Campaign, *, eval_gpus: float = 0.0) -> Any:
     """Build the DAG of remote tasks for `c`; returns the ObjectRef of the report."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     # A stage whose process or node is lost (a preempted or scaled-down node, an OOM kill) runs
     # again: every stage is idempotent and resumes from what it stored. An error raised inside
     # a stage is not retried (Ray retries exceptions only when asked to).
     stage = ray.remote(max_retries=c.spec.resources.max_failures)
-    control = {"num_cpus": 0}  # drivers of Train/Tune jobs: the workers hold the resources
+    # The tasks that drive a round's Tune and Train jobs hold no resources (the workers do) and
+    # run beside this driver (the head, under the service), never on a worker node that can be
+    # scaled down or preempted: a lost node would take a Train worker and the task driving its
+    # job at once, a case Ray 2.60 does not clean up after (DESIGN.md).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    control = {"num_cpus": 0, "scheduling_strategy": here}
     compute = {"num_cpus": 1, "num_gpus": eval_gpus}
     # The teacher trains alone, before any round: on one Train worker's CPUs (on CPU clusters
     # the rounds' CPUs would idle meanwhile), and the GPU an evaluation would take.

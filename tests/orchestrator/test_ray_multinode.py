@@ -28,7 +28,7 @@ DRIVER = """
 import json, os, sys
 import ray
 from ray.cluster_utils import Cluster
-from ray.util.state import list_actors
+from ray.util.state import list_actors, list_tasks
 from orchestrator.campaign import run_campaign
 from orchestrator.ray_head import free_port
 from orchestrator.settings import Settings
@@ -49,11 +49,15 @@ ray.init(address=cluster.address, log_to_driver=False)
 try:
     report = run_campaign(parse_spec(spec), settings, poll_s=0.5)
     workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=100)
+    stages = [t for t in list_tasks(detail=True, limit=1000) if t.name.startswith(("round", "rep"))]
+    controllers = list_actors(filters=[("class_name", "=", "TrainController")], detail=True)
     nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
     head = cluster.head_node.node_id
     print("RESULT " + json.dumps({
         "report": report,
         "worker_nodes": sorted({a.node_id for a in workers}),
+        "stage_nodes": {t.name: t.node_id for t in stages},
+        "controller_nodes": sorted({a.node_id for a in controllers}),
         "nodes": nodes,
         "head": head,
     }))
@@ -78,6 +82,14 @@ def test_campaign_on_two_nodes_keeps_everything_on_s3(settings, tmp_path):
     assert len(result["nodes"]) == 3  # the head and two worker nodes
     # The two DDP ranks ran on the two worker nodes, none on the head.
     assert len(result["worker_nodes"]) == 2 and result["head"] not in result["worker_nodes"]
+    # The tasks that drive the round's Tune and Train jobs (and the report) ran beside the
+    # driver, on the head, and so did the Train controller they started: a worker node that is
+    # scaled down or lost takes none of them with it. (Ray's default placement of a task that
+    # asks for no CPUs put them there too on this cluster; the pin makes it a rule.)
+    stages = result["stage_nodes"]
+    assert set(stages) == {"round-1-tune", "round-1-train", "round-1-eval", "report"}, stages
+    assert {stages[k] for k in ("round-1-tune", "round-1-train", "report")} == {result["head"]}
+    assert result["controller_nodes"] == [result["head"]], result
     report = result["report"]
     assert [r["steps"] for r in report["rounds"]] == [1]
     assert report["rounds"][0]["checkpoint"].startswith("s3://pdistill-test/store/")
