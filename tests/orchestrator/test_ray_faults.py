@@ -172,6 +172,44 @@ def test_a_killed_teacher_stage_and_a_killed_train_worker_resume_from_what_they_
     assert replacements, "Train did not start a new worker group after the kill"
 
 
+TUNE_KILL_SPEC = {
+    **KILL_SPEC,
+    "name": "ray-tune-kill",
+    "distill": {"updates": 200, "batch_size": 32, "checkpoint_every": 50},
+    "tune": {"enabled": True, "trials": 2, "trial_updates": 150, "lr_min": 5e-5, "lr_max": 2e-4},
+    "resources": {"workers": 1, "max_failures": 2},  # both trials at once on 2 CPUs
+}
+
+
+# Slow (~2 min on 2 cores): the Tune-driving task is the same kind of task as the Train-driving
+# one killed above; this adds what Tune does when its experiment is started again.
+@pytest.mark.slow
+def test_a_killed_lr_search_task_runs_again_and_its_trials_resume(ray_cluster, settings):
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    trials = [f"campaign/ray-tune-kill/round-1/trial-{i}" for i in range(2)]
+    thread, outcome = _run_in_thread(TUNE_KILL_SPEC, settings)
+    killed: list[int] = []
+    deadline = time.monotonic() + 600
+    while thread.is_alive() and time.monotonic() < deadline:
+        # Once a trial has logged its second report, its first checkpoint is whole (ASHA may
+        # have stopped the other after its first).
+        if any(max(_loss_history(client, t), default=0) >= 100 for t in trials) and (
+            killed := _pids("ray::round-1-tune")
+        ):
+            os.kill(killed[0], signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    thread.join(timeout=600)
+    assert killed, f"the LR search never got to kill: {outcome}"
+    assert "error" not in outcome, outcome.get("error")
+    # One MLflow run per trial (found again, not duplicated), each resumed, not restarted.
+    assert len(_campaign_runs(client, "ray-tune-kill", kind="trial")) == 2
+    histories = [_loss_history(client, key) for key in trials]
+    assert all(steps.count(50) == 1 for steps in histories), histories
+    assert max(max(steps) for steps in histories) == 150, histories
+    assert outcome["report"]["rounds"][0]["updates"] == 200
+
+
 DRIVER = """
 import sys, ray
 from orchestrator.campaign import run_campaign
