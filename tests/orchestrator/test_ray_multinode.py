@@ -25,7 +25,7 @@ SPEC = {
 }
 
 DRIVER = """
-import json, os, sys
+import json, os, sys, time
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors, list_tasks
@@ -49,7 +49,13 @@ ray.init(address=cluster.address, log_to_driver=False)
 try:
     report = run_campaign(parse_spec(spec), settings, poll_s=0.5)
     workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=100)
-    stages = [t for t in list_tasks(detail=True, limit=1000) if t.name.startswith(("round", "rep"))]
+    # A task's node reaches the state API with its events, a moment after it ran.
+    for _ in range(60):
+        tasks = list_tasks(detail=True, limit=1000)
+        stages = [t for t in tasks if t.name.startswith(("round-", "report"))]
+        if all(t.node_id for t in stages):
+            break
+        time.sleep(0.5)
     controllers = list_actors(filters=[("class_name", "=", "TrainController")], detail=True)
     nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
     head = cluster.head_node.node_id
