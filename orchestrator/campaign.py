@@ -236,9 +236,10 @@ def run_campaign(
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, Exception) else exc
         reason = str(cause)
-        errors = ray.exceptions
-        lost = (errors.WorkerCrashedError, errors.NodeDiedError, errors.OutOfMemoryError)
-        if isinstance(cause, lost):  # Ray ran the stage again max_failures times first
+        # Ray ran the stage again max_failures times first. (A kill by Ray's memory monitor,
+        # OutOfMemoryError, has its own retry count, RAY_task_oom_retries, and says why itself.)
+        lost = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
+        if isinstance(cause, lost):
             n = spec.resources.max_failures
             reason = (
                 f"a stage's process or node was lost on each of its {n + 1} attempt(s) "
