@@ -67,7 +67,8 @@ def evaluate_stage(
     started = time.perf_counter()
     cache = c.compile_cache(accel)
     cache.load()
-    grids: dict[str, bytes] = {}
+    grids: dict[str, bytes] = {}  # MLflow artifacts
+    tags: dict[str, str] = {}  # MLflow tags
     pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
     for key, model_uri in pairs:
         net, _ = load_unet(model_uri)
@@ -89,6 +90,7 @@ def evaluate_stage(
         out[f"{kind}_samples"] = c.storage.write_bytes(c.rel(f"samples/{name}.npz"), npz)
         out[f"{kind}_grid"] = c.storage.write_bytes(c.rel(f"samples/{name}.png"), png)
         grids[f"{name}.png"] = png
+        tags[f"pdistill.{kind}_samples"] = out[f"{kind}_samples"]
     cache.save()
     out["eval_seconds"] = time.perf_counter() - started
     out["gpu_seconds"] = out["eval_seconds"] if torch.cuda.is_available() else 0.0
@@ -105,8 +107,6 @@ def evaluate_stage(
         )
         for file, data in grids.items():
             tracker.artifact_bytes(tracker_run, f"samples/{file}", data)
-        tracker.tag(tracker_run, "pdistill.samples_grid", out["distilled_grid"])
-        for kind in ("distilled", "ddim"):
-            if f"{kind}_samples" in out:
-                tracker.tag(tracker_run, f"pdistill.{kind}_samples", out[f"{kind}_samples"])
+        for tag, value in (tags | {"pdistill.samples_grid": out["distilled_grid"]}).items():
+            tracker.tag(tracker_run, tag, value)
     return c.write_record(stage, out)
