@@ -21,7 +21,13 @@ from orchestrator.spec import ResourcesSpec
 
 _ATTEMPT = re.compile(r"^pdistill-(?P<cid>[a-z0-9-]+)-a(?P<n>\d+)$")
 # Settings the campaign driver needs (read again there from the environment).
-_FORWARDED = ("database_url", "mlflow_tracking_uri", "storage_uri", "cache_dir")
+_FORWARDED = (
+    "database_url",
+    "mlflow_tracking_uri",
+    "storage_uri",
+    "cache_dir",
+    "placement_timeout_s",
+)
 FINAL_JOB_STATES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 

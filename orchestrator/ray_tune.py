@@ -40,11 +40,12 @@ def trial_concurrency(campaign: Campaign) -> int:
 def search_lr(
     campaign: Campaign, plan: RoundPlan, teacher_uri: str, *, tracker: Tracker, round_run: str
 ) -> dict[str, Any]:
+    import ray.train
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.tune.schedulers import ASHAScheduler
 
-    from orchestrator.stages import run_train
+    from orchestrator.stages import is_not_placed, not_placed, run_train
 
     spec = campaign.spec.tune
     trial_updates = min(spec.trial_updates, plan.updates)
@@ -70,7 +71,12 @@ def search_lr(
         # and its Train controller; a controller that sees its workers go first would start a
         # new worker group, whose placement group nobody frees once the controller is killed
         # (seen in CI: every CPU reserved, the next trial's workers never start).
-        result = run_train(campaign, job, callbacks=[TuneReportCallback()], max_failures=0)
+        try:
+            result = run_train(campaign, job, callbacks=[TuneReportCallback()], max_failures=0)
+        except ray.train.ControllerError as exc:
+            if is_not_placed(exc):  # said in the project's words, not Ray's advice
+                raise RuntimeError(not_placed(campaign, exc)) from exc
+            raise
         failed = (result.return_value or {}).get("failed")
         tracker.finish(run_id, "FAILED" if failed else "FINISHED")
         if failed:  # diverged, or its update not captured: the trial errs, and says why

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # Where checkpoints, stage records and artifacts live: a local directory or s3://bucket/prefix.
     storage_uri: str = Field(default_factory=lambda: str(HOME / "storage"))
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "pdistill")
+    # How long a round's Ray Train workers (and an LR trial's) may wait to be placed, in all,
+    # before the round fails (the rounds before it are kept): time for the autoscaler to add a
+    # node, bounded so that a round whose workers cannot fit does not wait for ever.
+    placement_timeout_s: float = Field(default=1800.0, gt=0)
     database_url: str = Field(default_factory=lambda: f"sqlite:///{HOME / 'pdistill.db'}")
 
     # The control plane (`pdistill serve`): where it listens, and the admin bearer token.

@@ -3,11 +3,13 @@ returns that record instead of running again. Records are written after their ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -280,7 +282,9 @@ class Campaign:
             tracker.finish(round_run, "FAILED")
             res = self.spec.resources
             raise StageError(
-                f"round {plan.round}: training failed after {res.max_failures} retries "
+                f"round {plan.round}: {not_placed(self, exc)}"
+                if is_not_placed(exc)
+                else f"round {plan.round}: training failed after {res.max_failures} retries "
                 f"(resources.max_failures): {exc}"
             ) from exc
         if "failed" in (result.return_value or {}):  # diverged, or a CUDA graph not captured
@@ -352,6 +356,60 @@ class Campaign:
 
 
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+# How long Ray Train waits for a worker group to be placed before it counts a failure of its
+# controller and asks again (Ray 2.60's default: 60 s).
+START_ENV, START_S = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", 60.0
+
+
+def is_not_placed(exc: BaseException) -> bool:
+    """Whether Ray Train gave up because its workers were never placed."""
+    import ray.train
+
+    return isinstance(exc, ray.train.ControllerError) and (
+        type(exc.controller_failure).__name__ == "WorkerGroupStartupTimeoutError"
+    )
+
+
+def not_placed(campaign: Campaign, exc: BaseException) -> str:
+    """What to tell the user when Ray Train's workers could not be placed (`is_not_placed`)."""
+    import ray
+
+    res = campaign.spec.resources
+    free, total = ray.available_resources(), ray.cluster_resources()
+
+    def have(key: str) -> str:
+        return f"{free.get(key, 0.0):g} of {total.get(key, 0.0):g} {key}s free"
+
+    return (
+        f"its {res.workers} Ray Train worker(s) ({res.cpus_per_worker:g} CPU and "
+        f"{res.gpus_per_worker:g} GPU each, resources.*) were not placed within "
+        f"{campaign.settings.placement_timeout_s:g} s (PDISTILL_PLACEMENT_TIMEOUT_S); the cluster "
+        f"has {have('CPU')} and {have('GPU')} now. What is done is kept: resume the campaign "
+        "once the cluster has room. Where it has room already, a placement group of a lost "
+        "attempt may hold it (`ray list placement-groups`; docs/operators.md)."
+    )
+
+
+@contextlib.contextmanager
+def placement_bound(timeout_s: float) -> Iterator[int]:
+    """Ray Train's controller retries a worker group that cannot be placed for ever
+    (FailureConfig.controller_failure_limit=-1): a round whose workers never fit would wait
+    without end. Yields the controller failures to allow so that the waits add up to about
+    `timeout_s`; where `timeout_s` is shorter than one wait, the wait is shortened to it while
+    the run starts (the controller reads it from the caller's environment)."""
+    wait = float(os.environ.get(START_ENV, START_S))
+    if timeout_s >= wait:
+        yield math.ceil(timeout_s / wait) - 1
+        return
+    before = os.environ.get(START_ENV)
+    os.environ[START_ENV] = f"{timeout_s:g}"
+    try:
+        yield 0
+    finally:
+        if before is None:
+            os.environ.pop(START_ENV, None)
+        else:
+            os.environ[START_ENV] = before
 
 
 def run_train(
@@ -373,23 +431,25 @@ def run_train(
     os.environ.setdefault(TRAIN_POLL_ENV, TRAIN_POLL_S)
     res = campaign.spec.resources
     storage = campaign.storage
-    trainer = TorchTrainer(
-        train_worker,  # type: ignore[arg-type]  # its return value is Result.return_value
-        train_loop_config=asdict(job),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=res.workers,
-            use_gpu=res.gpus_per_worker > 0,
-            resources_per_worker={"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name=job.name,
-            storage_path=storage.path(f"{campaign.prefix}/ray"),
-            storage_filesystem=storage.fs,
-            failure_config=ray.train.FailureConfig(
-                max_failures=res.max_failures if max_failures is None else max_failures
+    with placement_bound(campaign.settings.placement_timeout_s) as placement_failures:
+        trainer = TorchTrainer(
+            train_worker,  # type: ignore[arg-type]  # its return value is Result.return_value
+            train_loop_config=asdict(job),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=res.workers,
+                use_gpu=res.gpus_per_worker > 0,
+                resources_per_worker={"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker},
             ),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
-    )
-    return trainer.fit()
+            run_config=ray.train.RunConfig(
+                name=job.name,
+                storage_path=storage.path(f"{campaign.prefix}/ray"),
+                storage_filesystem=storage.fs,
+                failure_config=ray.train.FailureConfig(  # type: ignore[call-arg]  # V2 (mypy: V1)
+                    max_failures=res.max_failures if max_failures is None else max_failures,
+                    controller_failure_limit=placement_failures,
+                ),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                callbacks=callbacks,
+            ),
+        )
+        return trainer.fit()

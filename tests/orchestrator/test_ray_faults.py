@@ -18,7 +18,13 @@ from mlflow import MlflowClient
 
 from orchestrator.campaign import run_campaign
 from orchestrator.spec import parse_spec
-from orchestrator.stages import TEACHER_LOSS, TEACHER_STATE, StageError
+from orchestrator.stages import (
+    START_ENV,
+    TEACHER_LOSS,
+    TEACHER_STATE,
+    StageError,
+    placement_bound,
+)
 
 KILL_SPEC = {
     "name": "ray-kill",
@@ -427,3 +433,58 @@ def test_lr_trials_that_diverge_fail_and_the_round_says_why(ray_cluster, setting
     boto3.client("s3").head_object(
         Bucket="pdistill-test", Key="store/campaigns/ray-diverge/teacher.safetensors"
     )
+
+
+def test_placement_bound_turns_the_timeout_into_ray_trains_start_waits(monkeypatch):
+    monkeypatch.delenv(START_ENV, raising=False)
+    with placement_bound(1800) as failures:
+        assert failures == 29 and START_ENV not in os.environ  # 30 waits of Ray's 60 s
+    monkeypatch.setenv(START_ENV, "120")  # an operator's own wait is kept
+    with placement_bound(1800) as failures:
+        assert failures == 14 and os.environ[START_ENV] == "120"
+    with placement_bound(3) as failures:  # shorter than one wait: the wait is shortened
+        assert failures == 0 and os.environ[START_ENV] == "3"
+    assert os.environ[START_ENV] == "120"
+
+
+def test_a_round_whose_workers_are_never_placed_fails_in_time_and_resumes_once_they_are(
+    ray_cluster, settings
+):
+    """One of the cluster's 2 CPUs is held: the teacher and its evaluation (1 CPU each) run,
+    the round's 2 Train workers never fit. Ray Train would ask for them for ever; the round
+    fails once PDISTILL_PLACEMENT_TIMEOUT_S has passed, says why, and keeps the teacher, and
+    the same campaign resumes once the CPU is free (nothing of the failed attempt holds it)."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    spec = {
+        **KILL_SPEC,
+        "name": "ray-unplaced",
+        "distill": {"updates": 20, "batch_size": 32, "checkpoint_every": 10},
+    }
+    held = placement_group([{"CPU": 1}])
+    ray.get(held.ready(), timeout=60)
+    try:
+        bounded = settings.model_copy(update={"placement_timeout_s": 3})
+        thread, outcome = _run_in_thread(spec, bounded)
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the round still waits for its workers after 300 s"
+    finally:
+        remove_placement_group(held)
+    said = (
+        "round 1: its 2 Ray Train worker(s) (1 CPU and 0 GPU each, resources.*) were not placed "
+        "within 3 s (PDISTILL_PLACEMENT_TIMEOUT_S); the cluster has "
+    )
+    assert isinstance(outcome.get("error"), StageError) and said in str(outcome["error"]), outcome
+    assert said in _stored_status("ray-unplaced")["reason"]
+    assert _stored("store/campaigns/ray-unplaced/stages/teacher.json")
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    teacher = _history(client, "campaign/ray-unplaced", TEACHER_LOSS)
+    # The resume: bounded too, so that a placement group the failed attempt left would fail it
+    # instead of hanging the test.
+    report = run_campaign(
+        parse_spec(spec), settings.model_copy(update={"placement_timeout_s": 120}), poll_s=0.5
+    )
+    assert [r["round"] for r in report["rounds"]] == [1]
+    assert _history(client, "campaign/ray-unplaced", TEACHER_LOSS) == teacher  # not retrained
+    assert _loss_history(client, "campaign/ray-unplaced/round-1")[-1] == 20

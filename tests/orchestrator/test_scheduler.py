@@ -72,6 +72,7 @@ def test_job_env_forwards_settings_and_aws_unless_turned_off(
     assert (
         env["PDISTILL_STORAGE_URI"] == "s3://b/p" and env["AWS_ENDPOINT_URL"] == "http://s3.local"
     )
+    assert env["PDISTILL_PLACEMENT_TIMEOUT_S"] == "1800.0"  # the driver's Train runs read it
     assert not any(k in env for k in ("PDISTILL_ADMIN_TOKEN", "PDISTILL_RAY_ADDRESS"))
     assert job_env(settings.model_copy(update={"job_env_forward": False})) == {}
 
