@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from api.client import ApiError, Client
-from api.watch import rounds_table, teacher_line
+from api.watch import history_line, rounds_table, teacher_line
 from api.watch import watch as follow
 from orchestrator.settings import Settings
 
@@ -105,7 +105,7 @@ def status(
     campaign_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
 ) -> None:
-    """Your campaigns, or one campaign with its rounds."""
+    """Your campaigns, or one campaign with its rounds and its history."""
     with _client() as client:
         try:
             if campaign_id is None:
@@ -115,6 +115,7 @@ def status(
                 return
             c = client.get(f"/v1/campaigns/{campaign_id}")
             rounds = client.get(f"/v1/campaigns/{campaign_id}/rounds")
+            history = client.get(f"/v1/campaigns/{campaign_id}/history")
         except ApiError as exc:
             raise _fail(exc) from exc
     console.print(_table([c]))
@@ -124,6 +125,9 @@ def status(
     kept = f"; kept at {teacher['checkpoint_uri']}" if teacher.get("checkpoint_uri") else ""
     console.print(teacher_line(teacher) + kept, highlight=False, soft_wrap=True)
     console.print(rounds_table(c, rounds))
+    console.print("history:")
+    for e in history:
+        console.print(f"  {history_line(e)}", highlight=False, soft_wrap=True)
 
 
 def watch(campaign_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:

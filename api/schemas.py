@@ -92,6 +92,22 @@ class CampaignOut(_Out):
     links: Links
 
 
+class HistoryEntry(_Out):
+    """One entry of a campaign's history: a status change, or something that happened while it
+    ran (a round's training that started again)."""
+
+    at: datetime
+    from_status: CampaignStatus | None = Field(description="None: the campaign was created.")
+    to_status: CampaignStatus = Field(
+        description="The status after it; the same as from_status when the status did not change."
+    )
+    actor: str = Field(
+        description='Who: "team:NAME", "admin", "scheduler" (the reconciler), "driver" (the '
+        "campaign's Ray Job)."
+    )
+    detail: str | None = Field(description="Why, or what happened.")
+
+
 class CampaignPage(_Out):
     items: list[CampaignOut]
     total: int = Field(description="Campaigns that match, ignoring limit and offset.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from api.client import ApiError, Client
 FINAL = {"succeeded", "failed", "cancelled"}
 RECONNECTS = 30
 RETRY_S = 2.0
+NOTES_EVERY_S = 5.0  # how often the history is read for notes while the campaign runs
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -73,6 +75,18 @@ def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Tabl
     return table
 
 
+def history_line(e: dict[str, Any]) -> str:
+    """'2026-11-28 16:35:57  queued → starting by scheduler: why' (times in UTC)."""
+    at = datetime.fromisoformat(e["at"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    change = f"{e['from_status']} → {e['to_status']}"
+    if e["from_status"] is None:
+        change = f"submitted: {e['to_status']}"
+    elif e["from_status"] == e["to_status"]:
+        change = e["to_status"]
+    detail = f": {e['detail']}" if e["detail"] else ""
+    return f"{at}  {change} by {e['actor']}{detail}"
+
+
 Shown = dict[int, tuple[str, int, bool]]  # stage (0: the teacher) → what was printed of it
 
 
@@ -88,6 +102,25 @@ def _print_change(
     if mark != shown.get(key):
         console.print(line, soft_wrap=True)
     shown[key] = mark
+
+
+class Notes:
+    """The notes of a campaign's history (a round's training that started again), each printed
+    once: read at most every NOTES_EVERY_S, and once more when the campaign is final."""
+
+    def __init__(self, client: Client, campaign_id: str, console: Console) -> None:
+        self.client, self.campaign_id, self.console = client, campaign_id, console
+        self.printed, self.read_at = 0, -NOTES_EVERY_S  # entries looked at; when
+
+    def show(self, *, final: bool) -> None:
+        if not final and time.monotonic() - self.read_at < NOTES_EVERY_S:
+            return
+        self.read_at = time.monotonic()
+        entries = self.client.get(f"/v1/campaigns/{self.campaign_id}/history")
+        for e in entries[self.printed :]:  # the history only grows
+            if e["from_status"] == e["to_status"]:
+                self.console.print(history_line(e), soft_wrap=True, highlight=False)
+        self.printed = len(entries)
 
 
 def watch(
@@ -109,6 +142,7 @@ def watch(
     shown: Shown = {}
     last: dict[str, Any] = {}
     status_shown = ""
+    notes = Notes(client, campaign_id, console)
     lost = False  # the API is unreachable (since the last failed attempt)
     with bars:
         for attempt in range(RECONNECTS):
@@ -144,6 +178,7 @@ def watch(
                             console, shown, k, round_line(r), r["updates_done"], r["updates"]
                         )
                     c = data["campaign"]
+                    notes.show(final=c["status"] in FINAL)
                     if c["status"] != status_shown:
                         reason = f" ({c['reason']})" if c.get("reason") else ""
                         console.print(

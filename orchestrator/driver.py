@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any
 
-from orchestrator.campaign import Snapshot, current_attempt, run_campaign
+from orchestrator.campaign import Snapshot, current_attempt, restarts, run_campaign
 from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, parse_spec, plan_rounds
@@ -64,6 +64,7 @@ class ProgressWriter:
         self.campaign: dict[str, Any] = {}
         self.last: Snapshot | None = None
         self.teacher: dict[str, Any] = {}
+        self.noted: set[str] | None = None  # the history's details (read once, then kept)
 
     def check(self) -> CampaignView:
         c = self.store.get_campaign(self.campaign_id, team_id=None)
@@ -120,11 +121,12 @@ class ProgressWriter:
         updates_done, loss = 0, None
         if train is not None:
             updates_done, loss = p.updates, _finite(train.get("final_loss"))
-        elif status is RoundStatus.TRAINING and (
+        elif status is RoundStatus.TRAINING:
             # MLflow returns a history in no set order; a restarted round logs its steps again.
-            points := current_attempt(snap.history(key, "train/loss"))
-        ):
-            updates_done, loss = int(points[-1].step), _finite(points[-1].value)
+            history = snap.history(key, "train/loss")
+            self._note_restarts(history, f"round {p.round}'s training")
+            if points := current_attempt(history):
+                updates_done, loss = int(points[-1].step), _finite(points[-1].value)
         tune, train, ev = tune or {}, train or {}, ev or {}
         return {
             "status": status,
@@ -195,11 +197,27 @@ class ProgressWriter:
                 "teacher_fid": fid,
             }
         fields: dict[str, Any] = {"teacher_updates": planned, "teacher_finished_at": None}
-        points = current_attempt(snap.history(f"campaign/{self.spec.name}", TEACHER_LOSS))
-        if points:
+        history = snap.history(f"campaign/{self.spec.name}", TEACHER_LOSS)
+        self._note_restarts(history, "the teacher's training")
+        if points := current_attempt(history):
             fields["teacher_updates_done"] = min(int(points[-1].step), planned)
             fields["teacher_loss"] = _finite(points[-1].value)
         return fields
+
+    def _note_restarts(self, history: list[Any], what: str) -> None:
+        """Each time `what` started again (its process, a Train worker or a node lost; the
+        campaign resumed: it goes on from what it saved), once in the campaign's history:
+        drivers that come later read what was noted before them."""
+        if self.noted is None:
+            self.noted = {e.detail for e in self.store.audit(self.campaign_id) if e.detail}
+        for n, (before, after) in enumerate(restarts(history), start=1):
+            detail = (
+                f"{what} started again (restart {n}): update {before} had been logged, then "
+                f"update {after}"
+            )
+            if detail not in self.noted:
+                self.store.note(self.campaign_id, detail, actor=ACTOR, only_submission=self.sid)
+                self.noted.add(detail)
 
     def _campaign(self, snap: Snapshot) -> None:
         started = [k for k, r in self.rounds.items() if r["status"] is not RoundStatus.PENDING]

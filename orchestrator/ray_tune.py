@@ -75,7 +75,7 @@ def search_lr(
             result = run_train(campaign, job, callbacks=[TuneReportCallback()], max_failures=0)
         except ray.train.ControllerError as exc:
             if is_not_placed(exc):  # said in the project's words, not Ray's advice
-                raise RuntimeError(not_placed(campaign, exc)) from exc
+                raise RuntimeError(not_placed(campaign)) from exc
             raise
         failed = (result.return_value or {}).get("failed")
         tracker.finish(run_id, "FAILED" if failed else "FINISHED")

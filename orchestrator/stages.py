@@ -282,7 +282,7 @@ class Campaign:
             tracker.finish(round_run, "FAILED")
             res = self.spec.resources
             raise StageError(
-                f"round {plan.round}: {not_placed(self, exc)}"
+                f"round {plan.round}: {not_placed(self)}"
                 if is_not_placed(exc)
                 else f"round {plan.round}: training failed after {res.max_failures} retries "
                 f"(resources.max_failures): {exc}"
@@ -370,7 +370,7 @@ def is_not_placed(exc: BaseException) -> bool:
     )
 
 
-def not_placed(campaign: Campaign, exc: BaseException) -> str:
+def not_placed(campaign: Campaign) -> str:
     """What to tell the user when Ray Train's workers could not be placed (`is_not_placed`)."""
     import ray
 

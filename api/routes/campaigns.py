@@ -1,4 +1,5 @@
-"""Campaigns: submit (JSON or YAML, idempotent with a key), list, read, cancel, resume, logs."""
+"""Campaigns: submit (JSON or YAML, idempotent with a key), list, read, cancel, resume, history,
+logs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from api.schemas import (
     PRIORITY_MIN,
     CampaignOut,
     CampaignPage,
+    HistoryEntry,
     Problem,
     ValidationProblem,
 )
@@ -249,6 +251,24 @@ def list_campaigns(
 @router.get("/campaigns/{campaign_id}", response_model=CampaignOut, responses=ERRORS)
 def get_campaign(campaign_id: str, svc: ServicesDep, who: CallerDep) -> CampaignOut:
     return _out(svc, owned_campaign(svc, who, campaign_id))
+
+
+@router.get("/campaigns/{campaign_id}/history", response_model=list[HistoryEntry], responses=ERRORS)
+def history(campaign_id: str, svc: ServicesDep, who: CallerDep) -> list[HistoryEntry]:
+    """What happened to the campaign, oldest first: every status change (who made it and why:
+    submitted, started, cancelled, a driver restarted, failed with the reason) and, while it
+    ran, each time the teacher's or a round's training started again."""
+    c = owned_campaign(svc, who, campaign_id)
+    return [
+        HistoryEntry(
+            at=e.at,
+            from_status=None if e.from_status is None else CampaignStatus(e.from_status),
+            to_status=CampaignStatus(e.to_status),
+            actor=e.actor,
+            detail=e.detail,
+        )
+        for e in svc.store.audit(c.id)
+    ]
 
 
 @router.post(

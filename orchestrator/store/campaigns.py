@@ -235,6 +235,33 @@ class Campaigns(StoreBase):
             )
             return view(CampaignView, campaign), True
 
+    def note(self, campaign_id: str, detail: str, *, actor: str, only_submission: str) -> bool:
+        """Add to a running campaign's history something that is no status change (a round's
+        training that started again): an audit row from and to `running`. Only while the
+        campaign runs under `only_submission` (a driver's compare-and-set, as in `transition`);
+        True when it wrote."""
+        with self._writing() as s:
+            query = select(Campaign).where(Campaign.id == campaign_id).with_for_update()
+            campaign = s.scalars(query).one_or_none()
+            if (
+                campaign is None
+                or campaign.status is not CampaignStatus.RUNNING
+                or campaign.submission_id != only_submission
+            ):
+                return False
+            status = CampaignStatus.RUNNING.value
+            s.add(
+                AuditEvent(
+                    campaign_id=campaign_id,
+                    from_status=status,
+                    to_status=status,
+                    actor=actor,
+                    detail=detail,
+                    at=utcnow(),
+                )
+            )
+            return True
+
     def update_campaign(self, campaign_id: str, **fields: Any) -> CampaignView:
         """Progress fields that are no status change (submission_id, current_round, best_fid,
         ...); no audit row."""

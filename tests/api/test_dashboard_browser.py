@@ -214,6 +214,14 @@ def test_a_running_campaign_is_cancelled_from_its_page(page: Page, stack: Stack)
     expect(page.locator("#live-mode")).to_have_attribute("data-mode", "final")
     expect(page.get_by_role("button", name="Cancel campaign")).to_be_hidden()
     expect(page.locator("p.reason")).to_have_text("cancelled by team:vision")
+    # Its history: who moved it, and why.
+    expect(page.locator("#history li").first).to_contain_text("submitted: queued by team:vision")
+    expect(page.locator("#history li[data-to='running']")).to_contain_text(
+        "starting → running by driver"
+    )
+    expect(page.locator("#history li[data-to='cancelled']")).to_contain_text(
+        ": cancelled by team:vision"
+    )
     expect(page.locator("#rounds tr[data-round='1'] [data-col=student]")).to_have_text("—")
     c = stack.get(f"/v1/campaigns/{cid}")
     assert (c["status"], c["reason"]) == ("cancelled", "cancelled by team:vision")

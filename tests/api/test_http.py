@@ -94,6 +94,7 @@ def test_team_b_can_neither_read_list_cancel_nor_resume_team_a(client: TestClien
         ("GET", f"/v1/campaigns/{mine}/teacher.safetensors"),
         ("GET", f"/v1/campaigns/{mine}/teacher/samples.png"),
         ("GET", f"/v1/campaigns/{mine}/logs"),
+        ("GET", f"/v1/campaigns/{mine}/history"),
         ("GET", f"/v1/campaigns/{mine}/events"),
         ("POST", f"/v1/campaigns/{mine}/cancel"),
         ("POST", f"/v1/campaigns/{cancelled}/resume"),
@@ -290,6 +291,14 @@ def test_cancel_and_resume_follow_the_state_machine(client: TestClient, settings
             store.transition(cid, status, actor="test")
         trail = [(e.from_status, e.to_status) for e in store.audit(cid)]
     assert trail[:3] == [(None, "queued"), ("queued", "cancelled"), ("cancelled", "queued")]
+    history = client.get(f"/v1/campaigns/{cid}/history", headers=vision).json()
+    assert [(e["from_status"], e["to_status"], e["actor"], e["detail"]) for e in history[:3]] == [
+        (None, "queued", "team:vision", None),
+        ("queued", "cancelled", "team:vision", "cancelled by team:vision"),
+        ("cancelled", "queued", "team:vision", None),
+    ]
+    assert [e["to_status"] for e in history[3:]] == ["starting", "running", "succeeded"]
+    assert history == sorted(history, key=lambda e: e["at"])
     r = client.post(f"/v1/campaigns/{cid}/cancel", headers=vision)
     assert r.status_code == 409 and "succeeded" in r.json()["detail"]
 

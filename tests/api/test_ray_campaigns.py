@@ -179,6 +179,9 @@ def test_campaign_runs_to_completion_over_http(stack: Stack) -> None:
     # The round table's first row: the teacher at its own steps, whose FID is its DDIM FID.
     cells = ["teacher", "2", "ready", "30/30", "-", t_loss, t_fid, t_fid, "-"]
     assert re.search(r"\W+".join(map(re.escape, cells)), one), one
+    # Its history: each status change, when and by whom.
+    said = r"history: \S+ \S+ submitted: queued by team:vision \S+ \S+ queued → starting by "
+    assert re.search(said + r"scheduler \S+ \S+ starting → running by driver", one), one
     # The CLI fetches the same file (the last trained round by default), and the README's
     # snippet samples from it as it stands.
     fetched = cli("fetch", cid, "-o", str(stack.tmp), env=stack.env)

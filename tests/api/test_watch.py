@@ -42,9 +42,16 @@ def test_watch_into_a_pipe_prints_each_tenth_of_a_round(
         "round 1 (2→1 steps): pending, 0/100 updates",
         "round 1 (2→1 steps): training, 0/100 updates",
         "round 1 (2→1 steps): training, 25/100 updates",
+        "round 1 (2→1 steps): training, 10/100 updates",
         "round 1 (2→1 steps): training, 100/100 updates",
         "round 1 (2→1 steps): succeeded, 100/100 updates",
     ], printed
+    # The note of the restart, from the campaign's history: once, when it was read.
+    notes = [line for line in printed if " running by driver: " in line]
+    assert len(notes) == 1 and notes[0].endswith(f"running by driver: {RESTART}"), printed
+
+
+RESTART = "round 1's training started again (restart 1): update 27 had been logged, then update 10"
 
 
 def _follow(watch: subprocess.Popen[str], db: str, cid: str) -> list[str]:
@@ -66,13 +73,17 @@ def _follow(watch: subprocess.Popen[str], db: str, cid: str) -> list[str]:
 
     with Store.from_url(db) as store:
         printed_until("round 1 (2→1 steps): pending")
-        store.transition(cid, CampaignStatus.STARTING, actor="test")
+        store.transition(cid, CampaignStatus.STARTING, actor="test", submission_id="j")
         store.transition(cid, CampaignStatus.RUNNING, actor="test")
         store.update_round(cid, 1, status=RoundStatus.TRAINING, updates_done=0)
         printed_until("training, 0/100")
         store.update_round(cid, 1, updates_done=25)
         printed_until("training, 25/100")
         store.update_round(cid, 1, updates_done=27)  # the same tenth: no line
+        # The round's Train worker was lost: its training goes on from its checkpoint at 10.
+        assert store.note(cid, RESTART, actor="driver", only_submission="j")
+        store.update_round(cid, 1, updates_done=10)
+        printed_until("training, 10/100")
         store.update_round(cid, 1, updates_done=100)
         printed_until("training, 100/100")
         store.update_round(cid, 1, status=RoundStatus.SUCCEEDED)

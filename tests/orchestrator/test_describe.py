@@ -21,3 +21,11 @@ def test_a_restarted_stage_counts_from_its_restart() -> None:
 def test_a_single_point_has_no_eta_and_none_says_starting() -> None:
     assert latest([_m(50, 10, 0.25)], 300) == "update 50/300, loss 0.25"
     assert latest([], 300) == "starting"
+
+
+def test_a_pause_without_log_points_is_not_in_the_eta() -> None:
+    # 10 updates/s; then nothing for 10 minutes (a driver down; the stage went on from the
+    # update it had logged last), then 10 updates/s again: the ETA is at 10/s, not at the 0.3/s
+    # that the whole span would give.
+    history = [_m(10 * i, i) for i in range(1, 6)] + [_m(60, 605), _m(70, 606, 0.5)]
+    assert latest(history, 300) == "update 70/300, loss 0.5, eta 23s"

@@ -101,6 +101,18 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         first = store.rounds(made.id)[0]
         assert (first.status, first.updates_done, first.loss) == (RoundStatus.TRAINING, 10, 0.35)
         assert first.mlflow_run_id == round_run
+        # The restart is in the campaign's history, once, however often it is polled and by
+        # however many drivers; a driver that is not the campaign's own writes nothing.
+        said = (
+            "round 1's training started again (restart 1): update 20 had been logged, then "
+            "update 10"
+        )
+        writer.poll(Snapshot(c, tracker))
+        ProgressWriter(store, made.id, "j", spec).poll(Snapshot(c, tracker))
+        notes = [(e.from_status, e.to_status, e.actor, e.detail) for e in store.audit(made.id)]
+        assert notes[-1] == ("running", "running", "driver", said)
+        assert [n[3] for n in notes].count(said) == 1
+        assert not store.note(made.id, "x", actor="driver", only_submission="another job")
 
         # The teacher's evaluation (beside round 1's training) gives its FID at its 4 steps.
         c.write_record("teacher-eval", {"steps": 4, "fid": 42.5, "samples": 32})

@@ -1,6 +1,7 @@
 // #/campaigns/ID: one campaign, live. The campaign and its rounds come from the event stream
 // (live.js); loss curves, trials and sample grids are fetched per round when the round's state
-// says they changed.
+// says they changed, the campaign's history when its status changed (and now and then while
+// it runs).
 
 import { download, imageUrl, isAbort, request } from '../api.js';
 import {
@@ -53,13 +54,23 @@ function teacherUriFacts(t) {
     }, 'Download'))];
 }
 
+// One entry of the campaign's history: a status change (who, why), or a note while it ran.
+function historyItem(e) {
+  let change = `${e.from_status} → ${e.to_status}`;
+  if (e.from_status === null) change = `submitted: ${e.to_status}`;
+  else if (e.from_status === e.to_status) change = e.to_status;
+  return h('li', { 'data-to': e.to_status, 'data-note': String(e.from_status === e.to_status) },
+    timeEl(e.at), ' ', h('strong', {}, change), ' ', h('span', { class: 'muted' }, `by ${e.actor}`),
+    e.detail ? h('span', { class: 'detail' }, `: ${e.detail}`) : '');
+}
+
 export function campaignView(main, ctx) {
   const [id] = ctx.params;
   const base = `v1/campaigns/${encodeURIComponent(id)}`;
   const { signal } = ctx;
   const state = {
     campaign: null, rounds: [], lossSeen: new Map(), loss: new Map(), trialsSeen: new Map(),
-    trials: new Map(), samples: new Map(), problems: new Map(),
+    trials: new Map(), samples: new Map(), problems: new Map(), historySeen: null,
   };
 
   // -- the page's skeleton; the parts are filled as data arrives ---------------------------------
@@ -86,6 +97,7 @@ export function campaignView(main, ctx) {
   trialsSection.append(trialsBox);
   const samplesBox = h('div', { class: 'panels', id: 'samples' },
     h('p', { class: 'muted' }, 'Nothing evaluated yet.'));
+  const historyList = h('ol', { id: 'history', class: 'history' });
   const logPre = h('pre', { class: 'log', tabindex: '0' });
   const logDetails = h('details', { id: 'driver-log' }, h('summary', {}, 'Driver log (last 200 lines)'), logPre);
 
@@ -104,6 +116,7 @@ export function campaignView(main, ctx) {
     h('section', { 'aria-labelledby': 'loss-h' }, h('h2', { id: 'loss-h' }, 'Training loss'), lossBox),
     trialsSection,
     h('section', { 'aria-labelledby': 'samples-h' }, h('h2', { id: 'samples-h' }, 'Samples'), samplesBox),
+    h('section', { 'aria-labelledby': 'history-h' }, h('h2', { id: 'history-h' }, 'History'), historyList),
     h('section', { 'aria-labelledby': 'log-h' }, h('h2', { id: 'log-h', class: 'visually-hidden' }, 'Log'), logDetails));
 
   signal.addEventListener('abort', () => {
@@ -198,6 +211,24 @@ export function campaignView(main, ctx) {
     }
   }
 
+  // The history: again when the status changed, and every DETAIL_REFRESH_MS while it runs (a
+  // round's training that started again is noted without a status change).
+  async function loadHistory(c) {
+    const last = state.historySeen;
+    const fresh = last && last.status === c.status
+      && (!CANCELLABLE.has(c.status) || Date.now() - last.at < DETAIL_REFRESH_MS);
+    if (fresh) return;
+    state.historySeen = { status: c.status, at: Date.now() };
+    try {
+      const entries = await request(`${base}/history`, { signal });
+      fill(historyList, ...entries.map(historyItem));
+    } catch (err) {
+      if (isAbort(err) || signal.aborted) return;
+      state.historySeen = null; // try again at the next update
+      fill(historyList, h('li', { class: 'muted' }, `History unavailable: ${err.message}`));
+    }
+  }
+
   function renderDetails() {
     const started = state.rounds.filter((r) => r.status !== 'pending');
     fill(lossBox, started.length
@@ -227,6 +258,7 @@ export function campaignView(main, ctx) {
       do {
         again = false;
         const jobs = [loadSamples('teacher', state.campaign?.teacher?.samples_url)];
+        if (state.campaign) jobs.push(loadHistory(state.campaign));
         for (const r of state.rounds) {
           if (r.status === 'pending') continue;
           const lossKey = `${r.status}:${r.updates_done}`;
