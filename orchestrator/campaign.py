@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from itertools import pairwise
-from statistics import median
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.eval_stage import evaluate_stage
+from orchestrator.history import latest
 from orchestrator.report import RoundResult, TeacherResult
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan
@@ -274,40 +273,3 @@ def describe(snap: Snapshot) -> str:
         return f"{head}: tuning LR"
     history = snap.history(f"campaign/{c.spec.name}/round-{p.round}", "train/loss")
     return f"{head}: training, {latest(history, p.updates)}"
-
-
-def _starts(history: list[Metric]) -> tuple[list[Metric], list[int]]:
-    """A loss history in the order it was logged, and where its stage started again (a stage
-    that restarts logs from an earlier update again)."""
-    points = sorted(history, key=lambda m: (m.timestamp, m.step))
-    return points, [i for i in range(1, len(points)) if points[i].step <= points[i - 1].step]
-
-
-def current_attempt(history: list[Metric]) -> list[Metric]:
-    """The points of a loss history logged since its stage last (re)started."""
-    points, starts = _starts(history)
-    return points[starts[-1] :] if starts else points
-
-
-def restarts(history: list[Metric]) -> list[tuple[int, int]]:
-    """Each time a loss history's stage started again: (the last update logged before it, the
-    first update logged after)."""
-    points, starts = _starts(history)
-    return [(int(points[i - 1].step), int(points[i].step)) for i in starts]
-
-
-def latest(history: list[Metric], total: int) -> str:
-    """'update k/N, loss x, eta Ts' from a loss history, or 'starting' when nothing is logged
-    yet. The ETA is from the current attempt's median rate between log points: a pause that
-    logged nothing (a driver down, a campaign resumed from where its last point was logged, a
-    first update that compiled) is one slow interval among many, not part of the rate."""
-    points = current_attempt(history)
-    if not points:
-        return "starting"
-    last = points[-1]
-    rates = [
-        (b.step - a.step) / max(1e-3, (b.timestamp - a.timestamp) / 1e3)
-        for a, b in pairwise(points)
-    ]
-    eta = f", eta {(total - last.step) / median(rates):.0f}s" if rates else ""
-    return f"update {last.step}/{total}, loss {last.value:.4g}{eta}"

@@ -21,7 +21,8 @@ import os
 import sys
 from typing import Any
 
-from orchestrator.campaign import Snapshot, current_attempt, restarts, run_campaign
+from orchestrator.campaign import Snapshot, run_campaign
+from orchestrator.history import current_attempt, restarts
 from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, parse_spec, plan_rounds

@@ -14,6 +14,7 @@ from api.routes.campaigns import ERRORS
 from api.routes.stored import CHECKPOINT_RESPONSES, GRID_RESPONSES, checkpoint, sample_grid
 from api.schemas import LossPoint, Problem, RoundOut, TrialOut
 from api.services import Services, round_out, trial_out
+from orchestrator.history import lineage
 from orchestrator.jobs import storage_name
 from orchestrator.store import CampaignView, RoundView
 
@@ -49,7 +50,9 @@ def trials(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> lis
     responses={**ERRORS, 503: {"model": Problem, "description": "MLflow does not answer."}},
 )
 def loss(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> list[LossPoint]:
-    """The training loss of round k by update, from MLflow (`train/loss` of the round run)."""
+    """The training loss of round k by update, from MLflow (`train/loss` of the round run).
+    After a restart, what the updates it went back over logged before is left out: the curve
+    is that of the model the round holds now."""
     c = owned_campaign(svc, who, campaign_id)
     _round(svc, c, k)
     key = f"campaign/{storage_name(c.id, c.name)}/round-{k}"
@@ -59,7 +62,7 @@ def loss(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> list[
         raise HTTPException(503, f"MLflow does not answer: {exc}") from exc
     return [
         LossPoint(step=int(m.step), loss=float(m.value))
-        for m in sorted(history, key=lambda m: (m.step, m.timestamp))
+        for m in lineage(history)
         if math.isfinite(m.value)
     ]
 

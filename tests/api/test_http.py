@@ -17,8 +17,10 @@ from api_harness import ADMIN, TINY
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.store import CampaignStatus, Store
+from orchestrator.tracking import Tracker
 
 A = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -348,6 +350,24 @@ def test_events_stream_follows_changes_and_ends_when_final(
     last = events[-2][1]
     assert last["rounds"][0]["fid"] == 12.5 and last["campaign"]["progress"] == 1.0
     assert last["rounds"][0]["samples_url"] == f"/v1/campaigns/{cid}/rounds/1/samples.png"
+
+
+def test_a_restarted_rounds_loss_curve_is_that_of_the_model_it_holds(
+    client: TestClient, settings: Settings
+) -> None:
+    vision = team(client, "vision")
+    c = submit(client, vision)
+    tracker = Tracker(settings.mlflow_tracking_uri)
+    run = tracker.run(name="round-1", key=f"campaign/{storage_name(c['id'], c['name'])}/round-1")
+    # Logged 10…40; lost; went on from its checkpoint at 20; MLflow keeps both attempts.
+    for when, (step, value) in enumerate([(10, 4), (20, 3), (30, 2), (40, 1), (30, 2.5)]):
+        tracker.client.log_metric(run, "train/loss", value, timestamp=1000 + when, step=step)
+    r = client.get(f"/v1/campaigns/{c['id']}/rounds/1/loss", headers=vision)
+    assert r.status_code == 200 and [(p["step"], p["loss"]) for p in r.json()] == [
+        (10, 4.0),
+        (20, 3.0),
+        (30, 2.5),
+    ]
 
 
 def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Settings) -> None:

@@ -1,8 +1,9 @@
-"""The one-line progress of `pdistill run` and the driver's reading of a loss history."""
+"""The one-line progress of `pdistill run` and the driver's and the API's reading of a loss
+history."""
 
 from mlflow.entities import Metric
 
-from orchestrator.campaign import current_attempt, latest
+from orchestrator.history import current_attempt, latest, lineage
 
 
 def _m(step: int, seconds: float, value: float = 1.0) -> Metric:
@@ -29,3 +30,15 @@ def test_a_pause_without_log_points_is_not_in_the_eta() -> None:
     # that the whole span would give.
     history = [_m(10 * i, i) for i in range(1, 6)] + [_m(60, 605), _m(70, 606, 0.5)]
     assert latest(history, 300) == "update 70/300, loss 0.5, eta 23s"
+
+
+def test_the_lineage_of_a_restarted_round_is_the_curve_of_its_model() -> None:
+    # Logged 10…80; lost; went on from its checkpoint at 50 (logging 60, 70); lost again
+    # before logging anything; then from 50 again, logging 60.
+    first = [_m(10 * i, i) for i in range(1, 9)]
+    history = [*first, _m(60, 20, 0.5), _m(70, 21, 0.4), _m(60, 40, 0.45)]
+    kept = lineage(list(reversed(history)))  # MLflow gives no order
+    assert [(m.step, m.value) for m in kept] == [
+        *((10 * i, 1.0) for i in range(1, 6)),
+        (60, 0.45),
+    ]
