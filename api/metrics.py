@@ -1,6 +1,6 @@
 """Prometheus metrics of one app (its own registry, so several apps in one process never
 collide): request latency by route, and, read from the store at scrape time, campaigns by
-status, the queue's length and its GPU demand."""
+status, the queue's length and its GPU demand, and the restarts in the campaigns' histories."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,7 +19,7 @@ class StoreCollector(Collector):
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         by_status = GaugeMetricFamily(
             "pdistill_campaigns", "Campaigns in the store by status", labels=["status"]
         )
@@ -34,6 +34,18 @@ class StoreCollector(Collector):
             "pdistill_queue_gpus",
             "GPUs the queued campaigns need",
             value=sum(c.gpus for c in queue),
+        )
+        notes, requeues = self.store.restart_counts()
+        yield CounterMetricFamily(
+            "pdistill_training_restarts",
+            "Times the teacher's or a round's training started again (a process, Train worker "
+            "or node lost; a campaign resumed), from the campaigns' histories",
+            value=notes,
+        )
+        yield CounterMetricFamily(
+            "pdistill_campaign_requeues",
+            "Campaigns sent back to the queue because their driver was lost or never came up",
+            value=requeues,
         )
 
 

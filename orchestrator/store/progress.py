@@ -7,7 +7,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -127,6 +127,17 @@ class Progress(StoreBase):
         )
         with self._reading() as s:
             return [view(TrialView, t) for t in s.scalars(query)]
+
+    def restart_counts(self) -> tuple[int, int]:
+        """Over every campaign's history: (the notes of training that started again, the
+        campaigns sent back to the queue from starting or running, i.e. by the reconciler: a
+        driver lost or never up)."""
+        notes = select(func.count()).where(AuditEvent.from_status == AuditEvent.to_status)
+        requeues = select(func.count()).where(
+            AuditEvent.from_status.in_(["starting", "running"]), AuditEvent.to_status == "queued"
+        )
+        with self._reading() as s:
+            return s.scalar(notes) or 0, s.scalar(requeues) or 0
 
     def audit(self, campaign_id: str) -> list[AuditView]:
         query = select(AuditEvent).where(AuditEvent.campaign_id == campaign_id)

@@ -454,7 +454,7 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         assert get(loaded["id"])["teacher"]["status"] == "failed"
 
 
-def test_probes_and_metrics(client: TestClient) -> None:
+def test_probes_and_metrics(client: TestClient, settings: Settings) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["store"] == "ok"
@@ -466,6 +466,18 @@ def test_probes_and_metrics(client: TestClient) -> None:
     assert 'pdistill_campaigns{status="queued"} 2.0' in text
     assert 'pdistill_campaigns{status="running"} 0.0' in text
     assert "pdistill_queue_length 2.0" in text
+    assert "pdistill_training_restarts_total 0.0" in text
+    cid = submit(client, vision)["id"]
+    with Store.from_url(settings.database_url) as store:
+        store.transition(cid, "starting", actor="scheduler", submission_id="j")
+        store.transition(cid, "running", actor="driver")
+        assert store.note(
+            cid, "round 1's training started again", actor="driver", only_submission="j"
+        )
+        store.transition(cid, "queued", actor="scheduler", reason="restarting: its driver died")
+    text = client.get("/metrics").text
+    assert "pdistill_training_restarts_total 1.0" in text
+    assert "pdistill_campaign_requeues_total 1.0" in text
     assert 'route="/v1/campaigns",status="201"' in text
     r = client.get("/v1/cluster", headers=vision)
     assert r.status_code == 503 and "Ray" in r.json()["detail"]
