@@ -51,9 +51,18 @@ class Head:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: each socket stays bound until all are picked (one picked and
+    closed at a time, the kernel may give the same port twice; seen: Ray refused to start with
+    its runtime-env agent and its dashboard agent on one port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def _alive(pid: int) -> bool:
@@ -113,7 +122,7 @@ def start(
 ) -> Head:
     """Start a head with `num_cpus` CPUs (and no GPUs unless the machine has some); returns once
     its dashboard answers."""
-    port, dashboard = free_port(), free_port()
+    port, dashboard, client, agent, agent_grpc, runtime_env, metrics = free_ports(7)
     token = secrets.token_urlsafe(32)
     log_dir.mkdir(parents=True, exist_ok=True)
     # Its own temp dir (sessions, logs, sockets): Ray's job supervisor gives each job's driver
@@ -134,11 +143,11 @@ def start(
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]

@@ -43,14 +43,14 @@ import json, os, sys
 import ray
 from ray.cluster_utils import Cluster
 from ray.util.placement_group import placement_group
-from orchestrator.ray_head import free_port
+from orchestrator.ray_head import free_ports
 
 ready_file = sys.argv[1]
-port = free_port()
+port, agent, metrics = free_ports(3)
 # Its own state API (see orchestrator.ray_cluster.init_local): other clusters may run beside it.
 os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
 os.environ.pop("RAY_NODE_TYPE_NAME", None)
-ports = {"dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port()}
+ports = {"dashboard_agent_listen_port": agent, "metrics_export_port": metrics}
 cluster = Cluster(
     initialize_head=True,
     head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": port, **ports},
