@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import threading
 from typing import Any
 
-from api.schemas import CampaignOut, Links, RoundOut, TeacherOut, TeacherStatus, TrialOut
+from fastapi import HTTPException
+
+from api.schemas import (
+    CampaignOut,
+    Links,
+    LossPoint,
+    RoundOut,
+    TeacherOut,
+    TeacherStatus,
+    TrialOut,
+)
+from orchestrator.history import lineage
 from orchestrator.jobs import TEACHER_CHECKPOINT, campaign_prefix, storage_name
 from orchestrator.ray_link import RayLink
 from orchestrator.scheduler import Reconciler
@@ -180,3 +192,18 @@ def round_out(r: RoundView) -> RoundOut:
 
 def trial_out(t: TrialView) -> TrialOut:
     return TrialOut(index=t.index, lr=t.lr, val_loss=t.val_loss, status=t.status)
+
+
+def loss_points(svc: Services, key: str, metric: str) -> list[LossPoint]:
+    """`metric` of the MLflow run tagged `key` by update (empty while there is no such run):
+    after a restart, only what leads to the model the stage holds now (`lineage`); 503 when
+    MLflow does not answer."""
+    try:
+        history = svc.tracker().history(key, metric)
+    except Exception as exc:  # MlflowException, database or HTTP errors of the tracking store
+        raise HTTPException(503, f"MLflow does not answer: {exc}") from exc
+    return [
+        LossPoint(step=int(m.step), loss=float(m.value))
+        for m in lineage(history)
+        if math.isfinite(m.value)
+    ]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.eval_stage import evaluate_stage
-from orchestrator.history import latest
+from orchestrator.history import TRAIN_LOSS, latest
 from orchestrator.report import RoundResult, TeacherResult
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan
@@ -271,5 +271,5 @@ def describe(snap: Snapshot) -> str:
     head = f"round {p.round}/{len(c.plan)} ({p.teacher_steps}→{p.student_steps} steps)"
     if c.spec.tune.enabled and snap.record(f"round-{p.round}-tune") is None:
         return f"{head}: tuning LR"
-    history = snap.history(f"campaign/{c.spec.name}/round-{p.round}", "train/loss")
+    history = snap.history(f"campaign/{c.spec.name}/round-{p.round}", TRAIN_LOSS)
     return f"{head}: training, {latest(history, p.updates)}"

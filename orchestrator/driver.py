@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from orchestrator.campaign import Snapshot, run_campaign
-from orchestrator.history import current_attempt, restarts
+from orchestrator.history import TRAIN_LOSS, current_attempt, restarts
 from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, parse_spec, plan_rounds
@@ -124,7 +124,7 @@ class ProgressWriter:
             updates_done, loss = p.updates, _finite(train.get("final_loss"))
         elif status is RoundStatus.TRAINING:
             # MLflow returns a history in no set order; a restarted round logs its steps again.
-            history = snap.history(key, "train/loss")
+            history = snap.history(key, TRAIN_LOSS)
             self._note_restarts(history, f"round {p.round}'s training")
             if points := current_attempt(history):
                 updates_done, loss = int(points[-1].step), _finite(points[-1].value)

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mlflow.entities import Metric
 
+TEACHER_LOSS = "teacher/loss"  # on the campaign's MLflow run, stepped by update
+TRAIN_LOSS = "train/loss"  # on a round's MLflow run (and an LR trial's), stepped by update
+
 
 def _starts(history: list[Metric]) -> tuple[list[Metric], list[int]]:
     """A loss history in the order it was logged, and where its stage started again (a stage

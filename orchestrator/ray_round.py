@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from orchestrator.compile_cache import CompileCache
+from orchestrator.history import TRAIN_LOSS
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
 from workers.accel import FastPath, choose, prepare
@@ -237,7 +238,7 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
                     tracker.metrics(
                         job.mlflow_run_id,
                         {
-                            "train/loss": metrics["train_loss"],
+                            TRAIN_LOSS: metrics["train_loss"],
                             "val/distill_loss": metrics["val_loss"],
                         },
                         step=updater.done,

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from orchestrator.compile_cache import CompileCache
+from orchestrator.history import TEACHER_LOSS
 from orchestrator.jobs import TEACHER_CHECKPOINT, campaign_prefix
 from orchestrator.local import check_compatible, unet_config
 from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, train_worker
@@ -42,7 +43,6 @@ class StageError(RuntimeError):
     """A stage failed for good; the campaign is marked failed with this reason."""
 
 
-TEACHER_LOSS = "teacher/loss"  # on the campaign's MLflow run, stepped by update
 TEACHER_STATE = "teacher-training-state.pt"  # while the teacher trains: where it resumes from
 
 

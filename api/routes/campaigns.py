@@ -21,10 +21,12 @@ from api.schemas import (
     CampaignOut,
     CampaignPage,
     HistoryEntry,
+    LossPoint,
     Problem,
     ValidationProblem,
 )
-from api.services import Services, teacher_out
+from api.services import Services, loss_points, teacher_out
+from orchestrator.history import TEACHER_LOSS
 from orchestrator.jobs import Demand, storage_name
 from orchestrator.ray_link import RayUnavailableError
 from orchestrator.scheduler import cancel_campaign, resume_campaign
@@ -309,6 +311,18 @@ def teacher(campaign_id: str, svc: ServicesDep, who: CallerDep) -> StreamingResp
         raise HTTPException(404, f"the teacher of campaign {c.id} is {t.status}: not ready yet")
     name = f"{storage_name(c.id, c.name)}-teacher-{c.spec['steps']['start']}-step.safetensors"
     return checkpoint(svc, c, t.checkpoint_uri, "its teacher", name)
+
+
+@router.get(
+    "/campaigns/{campaign_id}/teacher/loss",
+    response_model=list[LossPoint],
+    responses={**ERRORS, 503: {"model": Problem, "description": "MLflow does not answer."}},
+)
+def teacher_loss(campaign_id: str, svc: ServicesDep, who: CallerDep) -> list[LossPoint]:
+    """The teacher's training loss by update, from MLflow (empty for a teacher loaded from a
+    checkpoint); after a restart, that of the teacher it went on with."""
+    c = owned_campaign(svc, who, campaign_id)
+    return loss_points(svc, f"campaign/{storage_name(c.id, c.name)}", TEACHER_LOSS)
 
 
 @router.get(

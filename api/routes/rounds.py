@@ -3,7 +3,6 @@ each round's distilled student."""
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response
@@ -13,8 +12,8 @@ from api.auth import CallerDep, ServicesDep, owned_campaign
 from api.routes.campaigns import ERRORS
 from api.routes.stored import CHECKPOINT_RESPONSES, GRID_RESPONSES, checkpoint, sample_grid
 from api.schemas import LossPoint, Problem, RoundOut, TrialOut
-from api.services import Services, round_out, trial_out
-from orchestrator.history import lineage
+from api.services import Services, loss_points, round_out, trial_out
+from orchestrator.history import TRAIN_LOSS
 from orchestrator.jobs import storage_name
 from orchestrator.store import CampaignView, RoundView
 
@@ -55,16 +54,7 @@ def loss(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> list[
     is that of the model the round holds now."""
     c = owned_campaign(svc, who, campaign_id)
     _round(svc, c, k)
-    key = f"campaign/{storage_name(c.id, c.name)}/round-{k}"
-    try:
-        history = svc.tracker().history(key, "train/loss")
-    except Exception as exc:  # MlflowException, database or HTTP errors of the tracking store
-        raise HTTPException(503, f"MLflow does not answer: {exc}") from exc
-    return [
-        LossPoint(step=int(m.step), loss=float(m.value))
-        for m in lineage(history)
-        if math.isfinite(m.value)
-    ]
+    return loss_points(svc, f"campaign/{storage_name(c.id, c.name)}/round-{k}", TRAIN_LOSS)
 
 
 @router.get("/{k}/samples.png", response_class=Response, responses={**GRID_RESPONSES, **ERRORS})

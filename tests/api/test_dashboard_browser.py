@@ -304,6 +304,10 @@ def test_campaign_page_follows_the_campaign_live_to_fids_charts_and_samples(
     loss_path = page.locator("#loss-charts figure[data-loss-round='1'] path.series-line")
     expect(loss_path).to_have_count(1)
     assert re.fullmatch(r"M[\d.]+,[\d.]+(L[\d.]+,[\d.]+)+", loss_path.get_attribute("d") or "")
+    # The teacher's own curve comes first: its 30 updates log one point (every 50, and the last).
+    first_loss = page.locator("#loss-charts figure").first
+    expect(first_loss).to_have_attribute("data-loss-round", "teacher")
+    expect(first_loss.locator("g.series[data-series='teacher'] .point")).to_have_count(1)
     # The LR search: both trials plotted, the chosen one highlighted.
     trials = page.locator("#trials figure[data-trials-round='1']")
     expect(trials.locator("g.series .point")).to_have_count(2)

@@ -95,6 +95,7 @@ def test_team_b_can_neither_read_list_cancel_nor_resume_team_a(client: TestClien
         ("GET", f"/v1/campaigns/{mine}/rounds/1/student.safetensors"),
         ("GET", f"/v1/campaigns/{mine}/teacher.safetensors"),
         ("GET", f"/v1/campaigns/{mine}/teacher/samples.png"),
+        ("GET", f"/v1/campaigns/{mine}/teacher/loss"),
         ("GET", f"/v1/campaigns/{mine}/logs"),
         ("GET", f"/v1/campaigns/{mine}/history"),
         ("GET", f"/v1/campaigns/{mine}/events"),
@@ -352,17 +353,23 @@ def test_events_stream_follows_changes_and_ends_when_final(
     assert last["rounds"][0]["samples_url"] == f"/v1/campaigns/{cid}/rounds/1/samples.png"
 
 
-def test_a_restarted_rounds_loss_curve_is_that_of_the_model_it_holds(
-    client: TestClient, settings: Settings
+@pytest.mark.parametrize(
+    ("path", "key", "metric"),
+    [("rounds/1/loss", "/round-1", "train/loss"), ("teacher/loss", "", "teacher/loss")],
+)
+def test_a_restarted_loss_curve_is_that_of_the_model_it_holds(
+    client: TestClient, settings: Settings, path: str, key: str, metric: str
 ) -> None:
     vision = team(client, "vision")
     c = submit(client, vision)
+    r = client.get(f"/v1/campaigns/{c['id']}/{path}", headers=vision)
+    assert (r.status_code, r.json()) == (200, [])  # nothing logged yet
     tracker = Tracker(settings.mlflow_tracking_uri)
-    run = tracker.run(name="round-1", key=f"campaign/{storage_name(c['id'], c['name'])}/round-1")
-    # Logged 10…40; lost; went on from its checkpoint at 20; MLflow keeps both attempts.
+    run = tracker.run(name="run", key=f"campaign/{storage_name(c['id'], c['name'])}{key}")
+    # Logged 10…40; lost; went on from what it saved at 20; MLflow keeps both attempts.
     for when, (step, value) in enumerate([(10, 4), (20, 3), (30, 2), (40, 1), (30, 2.5)]):
-        tracker.client.log_metric(run, "train/loss", value, timestamp=1000 + when, step=step)
-    r = client.get(f"/v1/campaigns/{c['id']}/rounds/1/loss", headers=vision)
+        tracker.client.log_metric(run, metric, value, timestamp=1000 + when, step=step)
+    r = client.get(f"/v1/campaigns/{c['id']}/{path}", headers=vision)
     assert r.status_code == 200 and [(p["step"], p["loss"]) for p in r.json()] == [
         (10, 4.0),
         (20, 3.0),

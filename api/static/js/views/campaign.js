@@ -9,7 +9,7 @@ import {
 } from '../dom.js';
 import { POLL_MS, follow } from '../live.js';
 import {
-  fidChart, lossFigure, roundTable, sampleFigure, teacherSampleFigure, trialsFigure,
+  fidChart, lossFigure, roundTable, sampleFigure, teacherLossFigure, teacherSampleFigure, trialsFigure,
 } from './rounds.js';
 
 const CANCELLABLE = new Set(['queued', 'starting', 'running']);
@@ -180,10 +180,12 @@ export function campaignView(main, ctx) {
     return last.key !== key;
   }
 
+  // A loss curve, by round number or 'teacher' (whose status reads like a round's: training).
   async function loadLoss(r, key) {
     state.lossSeen.set(r.k, { key, at: Date.now() });
+    const path = r.k === 'teacher' ? `${base}/teacher/loss` : `${base}/rounds/${r.k}/loss`;
     try {
-      state.loss.set(r.k, await request(`${base}/rounds/${r.k}/loss`, { signal }));
+      state.loss.set(r.k, await request(path, { signal }));
       state.problems.delete(r.k);
     } catch (err) {
       if (isAbort(err) || signal.aborted) return;
@@ -229,11 +231,19 @@ export function campaignView(main, ctx) {
     }
   }
 
+  function trainsTeacher() {
+    const t = state.campaign?.teacher;
+    return t && t.source === 'train' && t.status !== 'pending';
+  }
+
   function renderDetails() {
     const started = state.rounds.filter((r) => r.status !== 'pending');
-    fill(lossBox, started.length
-      ? started.map((r) => lossFigure(r, state.loss.get(r.k) || [], state.problems.get(r.k)))
-      : h('p', { class: 'muted' }, 'No round has started yet.'));
+    const figures = started.map((r) => lossFigure(r, state.loss.get(r.k) || [], state.problems.get(r.k)));
+    if (trainsTeacher()) {
+      const t = state.campaign.teacher;
+      figures.unshift(teacherLossFigure(t, state.loss.get('teacher') || [], state.problems.get('teacher')));
+    }
+    fill(lossBox, figures.length ? figures : h('p', { class: 'muted' }, 'Nothing has started training yet.'));
     const searched = state.rounds.filter((r) => (state.trials.get(r.k) || []).length);
     trialsSection.hidden = searched.length === 0;
     fill(trialsBox, searched.map((r) => trialsFigure(r, state.trials.get(r.k))));
@@ -259,6 +269,11 @@ export function campaignView(main, ctx) {
         again = false;
         const jobs = [loadSamples('teacher', state.campaign?.teacher?.samples_url)];
         if (state.campaign) jobs.push(loadHistory(state.campaign));
+        if (trainsTeacher()) {
+          const t = state.campaign.teacher;
+          const lossKey = `${t.status}:${t.updates_done}`;
+          if (due(state.lossSeen, { k: 'teacher', status: t.status }, lossKey)) jobs.push(loadLoss({ k: 'teacher' }, lossKey));
+        }
         for (const r of state.rounds) {
           if (r.status === 'pending') continue;
           const lossKey = `${r.status}:${r.updates_done}`;

@@ -70,10 +70,10 @@ export function fidChart(rounds, teacher) {
 }
 
 /** A figure per round with its training loss by update (log y when it spans decades). */
-export function lossFigure(round, points, problem) {
+// A training loss by update (log scale when it spans more than 50×), or why it is missing.
+function lossPanel(key, caption, name, points, problem, emptyText) {
   const ys = points.map((p) => p.loss).filter((v) => v > 0);
   const logY = ys.length > 1 && Math.max(...ys) / Math.min(...ys) > 50;
-  const caption = `Round ${round.k} (${round.teacher_steps} → ${round.student_steps} steps)`;
   const body = problem
     ? h('p', { class: 'muted' }, problem)
     : chart({
@@ -83,10 +83,22 @@ export function lossFigure(round, points, problem) {
       logY,
       xInteger: true,
       ...PANEL,
-      series: [{ name: `round ${round.k}`, points: points.map((p) => ({ x: p.step, y: p.loss })) }],
-      emptyText: round.status === 'pending' ? 'Not started' : 'No loss logged yet',
+      series: [{ name, points: points.map((p) => ({ x: p.step, y: p.loss })) }],
+      emptyText,
     });
-  return h('figure', { class: 'panel', 'data-loss-round': round.k }, body, h('figcaption', {}, caption));
+  return h('figure', { class: 'panel', 'data-loss-round': key }, body, h('figcaption', {}, caption));
+}
+
+export function lossFigure(round, points, problem) {
+  const caption = `Round ${round.k} (${round.teacher_steps} → ${round.student_steps} steps)`;
+  return lossPanel(round.k, caption, `round ${round.k}`, points, problem,
+    round.status === 'pending' ? 'Not started' : 'No loss logged yet');
+}
+
+/** The teacher's training loss (a campaign that trains its teacher). */
+export function teacherLossFigure(teacher, points, problem) {
+  return lossPanel('teacher', `Teacher (${teacher.steps} steps)`, 'teacher', points, problem,
+    teacher.status === 'pending' ? 'Not started' : 'No loss logged yet');
 }
 
 /** The LR search of a round: held-out loss by learning rate, the chosen LR highlighted. */
