@@ -16,6 +16,7 @@ from orchestrator.store.errors import NotFoundError
 from orchestrator.store.models import (
     AuditEvent,
     Campaign,
+    CampaignStatus,
     Round,
     RoundStatus,
     Trial,
@@ -132,9 +133,12 @@ class Progress(StoreBase):
         """Over every campaign's history: (the notes of training that started again, the
         campaigns sent back to the queue from starting or running, i.e. by the reconciler: a
         driver lost or never up)."""
-        notes = select(func.count()).where(AuditEvent.from_status == AuditEvent.to_status)
-        requeues = select(func.count()).where(
-            AuditEvent.from_status.in_(["starting", "running"]), AuditEvent.to_status == "queued"
+        counted = select(func.count()).select_from(AuditEvent)
+        notes = counted.where(AuditEvent.from_status == AuditEvent.to_status)
+        started = [CampaignStatus.STARTING.value, CampaignStatus.RUNNING.value]
+        requeues = counted.where(
+            AuditEvent.from_status.in_(started),
+            AuditEvent.to_status == CampaignStatus.QUEUED.value,
         )
         with self._reading() as s:
             return s.scalar(notes) or 0, s.scalar(requeues) or 0
