@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from api.cli_errors import fail
 
 app = typer.Typer(help="Progressive distillation of diffusion models.", no_args_is_help=True)
 console = Console()
@@ -18,12 +20,6 @@ DEFAULT_CACHE = Path.home() / ".cache" / "pdistill"
 @app.callback()
 def _root() -> None:
     """pdistill: distil a many-step diffusion teacher into a few-step student."""
-
-
-def fail(message: object, code: int) -> NoReturn:
-    """Print one `error:` line (no traceback) and leave with `code` (2: bad input, 1: it failed)."""
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def round_table(report: dict[str, Any]) -> Table:
@@ -74,14 +70,14 @@ def local_run(
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
-        fail(exc, 2)
+        raise fail(exc, 2) from exc
     try:
         with RichProgress(console) as progress:
             report = run_local(spec, out=out, cache_dir=cache_dir, progress=progress)
     except SpecError as exc:  # what only the loaded data could tell (an s3:// dataset's shape)
-        fail(exc, 2)
+        raise fail(exc, 2) from exc
     except (RunError, DatasetError, CheckpointError, FeatureNetError) as exc:
-        fail(exc, 1)
+        raise fail(exc, 1) from exc
     console.print(round_table(report))
     console.print(f"report: {out / 'report.json'}   plot: {out / 'fid_vs_steps.png'}")
 
@@ -109,7 +105,7 @@ def run(
     try:
         spec = load_spec(spec_path)
     except SpecError as exc:
-        fail(exc, 2)
+        raise fail(exc, 2) from exc
     settings = Settings()
     refuse_unreachable_storage(spec.storage or settings.storage_uri)  # before a Ray head starts
     with connect(settings) as where:
@@ -118,7 +114,7 @@ def run(
         )
         if (why := short_of(spec)) is not None:
             if not settings.ray_address:  # a Ray of this machine's size: it would wait forever
-                fail(
+                raise fail(
                     f"resources: {why}. Lower resources.workers or "
                     "resources.cpus_per_worker/gpus_per_worker, or set PDISTILL_RAY_ADDRESS to "
                     "a larger cluster",
@@ -128,9 +124,9 @@ def run(
         try:
             report = run_campaign(spec, settings, on_status=console.log)
         except SpecError as exc:
-            fail(exc, 2)
+            raise fail(exc, 2) from exc
         except (StageError, StorageError, DatasetError, CheckpointError, FeatureNetError) as exc:
-            fail(exc, 1)
+            raise fail(exc, 1) from exc
     console.print(round_table(report))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -22,13 +22,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from api.cli_errors import err, fail
 from api.client import ApiError, Client
 from api.watch import history_line, rounds_table, teacher_line
 from api.watch import watch as follow
 from orchestrator.settings import Settings
 
 console = Console()
-err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long its URIs
 if not console.is_terminal:  # pipes and logs: whole ids and statuses, not 80 truncated columns
     console.width = max(console.width, 160)
 
@@ -36,16 +36,12 @@ if not console.is_terminal:  # pipes and logs: whole ids and statuses, not 80 tr
 def _client() -> Client:
     settings = Settings()
     if settings.api_token is None:
-        err.print(
-            "[red]error:[/red] no API token: set PDISTILL_API_TOKEN (`pdistill token create`)"
-        )
-        raise typer.Exit(2)
+        raise fail("no API token: set PDISTILL_API_TOKEN (`pdistill token create`)", 2)
     return Client(settings.api_url, settings.api_token.get_secret_value())
 
 
 def _fail(exc: ApiError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}", highlight=False)
-    return typer.Exit(exc.exit_code)
+    return fail(exc, exc.exit_code)
 
 
 def _ago(iso: str) -> str:
@@ -64,14 +60,11 @@ def submit(
     try:
         data = yaml.safe_load(spec_path.read_text())
     except OSError as exc:
-        err.print(f"[red]error:[/red] {spec_path}: cannot read spec: {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(f"{spec_path}: cannot read spec: {exc}", 2) from exc
     except yaml.YAMLError as exc:
-        err.print(f"[red]error:[/red] {spec_path}: not valid YAML: {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(f"{spec_path}: not valid YAML: {exc}", 2) from exc
     if not isinstance(data, dict):
-        err.print(f"[red]error:[/red] {spec_path}: a campaign spec is a YAML mapping")
-        raise typer.Exit(2)
+        raise fail(f"{spec_path}: a campaign spec is a YAML mapping", 2)
     if priority is not None:
         data["priority"] = priority
     with _client() as client:
@@ -193,12 +186,10 @@ def fetch(
 
     One safetensors file that holds its config (`pdistill sample` draws images from it)."""
     if teacher and round_k is not None:
-        err.print("[red]error:[/red] --teacher and --round exclude each other", highlight=False)
-        raise typer.Exit(2)
+        raise fail("--teacher and --round exclude each other", 2)
     target = out.expanduser() if out is not None else None
     if target is not None and not (target.is_dir() or target.parent.is_dir()):
-        err.print(f"[red]error:[/red] --out: {out}: no such directory", highlight=False)
-        raise typer.Exit(2)
+        raise fail(f"--out: {out}: no such directory", 2)
     with _client() as client:
         try:
             if teacher:  # the API answers 404 with the teacher's status until it is ready
@@ -219,11 +210,7 @@ def _student(client: Client, campaign_id: str, round_k: int | None) -> tuple[str
         trained = [r for r in rounds if r["student_url"]]
         if not trained:
             states = ", ".join(f"round {r['k']} {r['status']}" for r in rounds)
-            err.print(
-                f"[red]error:[/red] campaign {campaign_id} has no trained round yet ({states})",
-                highlight=False,
-            )
-            raise typer.Exit(1)
+            raise fail(f"campaign {campaign_id} has no trained round yet ({states})", 1)
         round_k = trained[-1]["k"]
     r = next((r for r in rounds if r["k"] == round_k), None)
     steps = f", {r['student_steps']}-step sampling" if r else ""

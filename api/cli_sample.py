@@ -10,13 +10,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from api.cli_errors import err, fail
+
 console = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _png_path(out: Path) -> Path:
@@ -25,7 +21,7 @@ def _png_path(out: Path) -> Path:
     if out.is_dir():
         return out / "samples.png"
     if out.suffix.lower() != ".png":
-        raise _fail(
+        raise fail(
             f"--out: {str(out)!r} is neither a directory nor a .png path (the grid is a PNG; "
             "every image goes to the .npz beside it)",
             2,
@@ -72,10 +68,10 @@ def sample(
     try:
         net, config = load_unet(checkpoint)
     except CheckpointError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     output = (config.get("diffusion") or {}).get("output")
     if output not in MODEL_OUTPUTS:
-        raise _fail(
+        raise fail(
             f"{checkpoint!r}: its config's diffusion.output is {output!r}, not one of "
             f"{MODEL_OUTPUTS}",
             2,
@@ -83,7 +79,7 @@ def sample(
     own = config.get("steps")
     if steps is None:
         if not isinstance(own, int):
-            raise _fail(f"{checkpoint!r}: its config gives no step count; pass --steps", 2)
+            raise fail(f"{checkpoint!r}: its config gives no step count; pass --steps", 2)
         steps = own
     role, k = config.get("role", "model"), config.get("round")
     what = f"round {k} student" if role == "student" and k else str(role)

@@ -12,12 +12,11 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from api.cli_errors import err, fail
 from orchestrator.settings import Settings
 from orchestrator.store import ConflictError, NotFoundError, Store
 
-err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long its paths
 token_app = typer.Typer(help="Team tokens (direct store access: PDISTILL_DATABASE_URL).")
 
 
@@ -30,12 +29,11 @@ def refuse_taken_address(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            err.print(
-                f"[red]error:[/red] cannot serve on {host}:{port} ({exc.strerror}); stop what "
-                "holds it, or choose another with --port or PDISTILL_API_PORT",
-                highlight=False,
-            )
-            raise typer.Exit(1) from exc
+            raise fail(
+                f"cannot serve on {host}:{port} ({exc.strerror}); stop what holds it, or choose "
+                "another with --port or PDISTILL_API_PORT",
+                1,
+            ) from exc
 
 
 def refuse_unreachable_storage(storage_uri: str) -> None:
@@ -46,8 +44,7 @@ def refuse_unreachable_storage(storage_uri: str) -> None:
     try:
         Storage(storage_uri).probe()
     except StorageError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        raise fail(exc, 1) from exc
 
 
 @contextlib.contextmanager
@@ -66,8 +63,7 @@ def control_plane_settings() -> Iterator[Settings]:
             state_dir=settings.state_dir, num_cpus=settings.embedded_ray_cpus
         )
     except ray_head.HeadError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        raise fail(exc, 1) from exc
     os.environ.update(head.env())  # this process talks to the head with its token
     verb = "started" if started else "reusing"
     err.print(f"{verb} a local Ray head at {head.address} (dashboard {head.dashboard_url})")
@@ -176,8 +172,7 @@ def token_list(team: Annotated[str, typer.Option(help="team name")]) -> None:
     with _store() as store:
         found = store.team_by_name(team)
         if found is None:
-            err.print(f"[red]error:[/red] no team named {team!r}")
-            raise typer.Exit(2)
+            raise fail(f"no team named {team!r}", 2)
         for t in store.list_tokens(found.id):
             revoked = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
             print(f"{t.id}\t{t.name}\t{t.prefix}…\t{t.created_at:%Y-%m-%d %H:%M}\t{revoked}")
@@ -190,6 +185,5 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="the id from `toke
         try:
             t = store.revoke_token(token_id)
         except NotFoundError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+            raise fail(exc, 2) from exc
     err.print(f"token {t.id} ({t.prefix}…) revoked")

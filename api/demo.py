@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.cli_errors import fail
 from api.cli_server import (
     control_plane_settings,
     refuse_taken_address,
@@ -42,7 +43,6 @@ DEFAULT_SPEC = Path("examples/mnist-demo.yaml")
 UP_TIMEOUT_S = 120.0
 
 console = Console()
-err = Console(stderr=True, soft_wrap=True)  # a message is one line, however long its paths
 if not console.is_terminal:  # `make demo > log`: whole round tables, not 80 truncated columns
     console.width = max(console.width, 160)
 
@@ -122,7 +122,7 @@ class Presenter:
         try:
             self.code = self._present()
         except ApiError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            self.code = fail(exc, 1).exit_code  # the error line now; the exit when serving ends
 
     def _present(self) -> int:
         _wait_until_up(self.url)
@@ -159,18 +159,14 @@ def demo(
     try:
         spec = read_spec(spec_path)
     except SpecError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(exc, 2) from exc
     settings = Settings()
     try:
         token = demo_token(settings)
     except SQLAlchemyError as exc:
-        err.print(
-            f"[red]error:[/red] the store at PDISTILL_DATABASE_URL={settings.database_url} "
-            f"cannot be used: {exc}",
-            highlight=False,
-        )
-        raise typer.Exit(1) from exc
+        raise fail(
+            f"the store at PDISTILL_DATABASE_URL={settings.database_url} cannot be used: {exc}", 1
+        ) from exc
     host = host or settings.api_host
     port = port or settings.api_port
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

@@ -1,5 +1,6 @@
 """The `pdistill` command line, run as a subprocess the way a user runs it."""
 
+import itertools
 import json
 import os
 import re
@@ -29,6 +30,17 @@ def _cli(*args):
     )
 
 
+def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The error a failed command prints on stderr (beside what Ray logs there): one line, never
+    wrapped (long paths stay whole), and an indented line per field of a spec it refuses."""
+    lines = proc.stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert len(starts) == 1, proc.stdout + proc.stderr
+    block = [lines[starts[0]]]
+    block += itertools.takewhile(lambda line: line.startswith(" "), lines[starts[0] + 1 :])
+    return "\n".join(block)
+
+
 def test_local_run_prints_round_table_and_writes_report(tmp_path, cache_dir):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(TINY))
@@ -46,14 +58,15 @@ def test_bad_spec_exits_2_naming_field_before_training(tmp_path):
     spec.write_text(yaml.safe_dump({**TINY, "steps": {"start": 6, "target": 1}}))
     proc = _cli("local-run", str(spec), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
-    assert "steps.start" in proc.stdout and "power of two" in proc.stdout
+    said = _error_line(proc)
+    assert "steps.start" in said and "power of two" in said
     assert not (tmp_path / "o").exists()
 
 
 def test_missing_spec_file_is_a_clear_error(tmp_path):
     proc = _cli("local-run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
-    assert "nope.yaml" in proc.stdout and "cannot read spec" in proc.stdout
+    assert f"{tmp_path / 'nope.yaml'}: cannot read spec" in _error_line(proc)
 
 
 def test_run_rejects_bad_spec_before_starting_ray(tmp_path):
@@ -61,7 +74,8 @@ def test_run_rejects_bad_spec_before_starting_ray(tmp_path):
     spec.write_text(yaml.safe_dump({**TINY, "resources": {"workers": 0}}))
     proc = _cli("run", str(spec))
     assert proc.returncode == 2
-    assert "resources.workers" in proc.stdout and "greater than 0" in proc.stdout
+    said = _error_line(proc)
+    assert "resources.workers" in said and "greater than 0" in said
     assert "Ray" not in proc.stdout + proc.stderr  # failed before connecting
 
 
@@ -76,8 +90,8 @@ def test_run_refuses_a_round_its_local_ray_cannot_hold(tmp_path):
         timeout=300,
         env={**os.environ, "PDISTILL_STORAGE_URI": str(tmp_path / "store")},
     )
-    out = " ".join(proc.stdout.split())  # Rich wraps long lines
     assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = _error_line(proc)
     assert "resources: a round needs 2 CPUs and 128 GPUs" in out
     assert re.search(r"gpus_per_worker=64\); the cluster has \d+ CPUs and \d+ GPUs", out), out
     assert not (tmp_path / "store").exists()  # nothing ran
@@ -88,10 +102,10 @@ def test_run_with_unusable_storage_is_one_error_line(tmp_path):
     (tmp_path / "a-file").write_text("")  # storage under a file: no directory can be made
     spec.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "a-file" / "store")}))
     proc = _cli("run", str(spec))
-    flat = "".join(proc.stdout.split())  # Rich wraps long lines, even inside a path
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"error:cannotread{tmp_path}/a-file/store/campaigns/cli-tiny/spec.json" in flat, flat
-    assert "Notadirectory" in flat and "Traceback" not in proc.stdout + proc.stderr
+    said = _error_line(proc)
+    assert f"error: cannot read {tmp_path}/a-file/store/campaigns/cli-tiny/spec.json" in said
+    assert "Not a directory" in said and "Traceback" not in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("command", ["run", "serve", "demo"])
