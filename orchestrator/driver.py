@@ -22,11 +22,17 @@ import sys
 from typing import Any
 
 from orchestrator.campaign import Snapshot, run_campaign
-from orchestrator.history import TRAIN_LOSS, current_attempt, restarts
+from orchestrator.history import (
+    TEACHER_LOSS,
+    TEACHER_START,
+    TRAIN_LOSS,
+    TRAIN_START,
+    current_attempt,
+    restarts,
+)
 from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, parse_spec, plan_rounds
-from orchestrator.stages import TEACHER_LOSS
 from orchestrator.store import CampaignStatus, CampaignView, RoundStatus, Store, TrialStatus
 from orchestrator.store.models import utcnow
 
@@ -125,7 +131,7 @@ class ProgressWriter:
         elif status is RoundStatus.TRAINING:
             # MLflow returns a history in no set order; a restarted round logs its steps again.
             history = snap.history(key, TRAIN_LOSS)
-            self._note_restarts(history, f"round {p.round}'s training")
+            self._note_restarts(snap.history(key, TRAIN_START), history, f"round {p.round}")
             if points := current_attempt(history):
                 updates_done, loss = int(points[-1].step), _finite(points[-1].value)
         tune, train, ev = tune or {}, train or {}, ev or {}
@@ -198,23 +204,26 @@ class ProgressWriter:
                 "teacher_fid": fid,
             }
         fields: dict[str, Any] = {"teacher_updates": planned, "teacher_finished_at": None}
-        history = snap.history(f"campaign/{self.spec.name}", TEACHER_LOSS)
-        self._note_restarts(history, "the teacher's training")
+        key = f"campaign/{self.spec.name}"
+        history = snap.history(key, TEACHER_LOSS)
+        self._note_restarts(snap.history(key, TEACHER_START), history, "the teacher")
         if points := current_attempt(history):
             fields["teacher_updates_done"] = min(int(points[-1].step), planned)
             fields["teacher_loss"] = _finite(points[-1].value)
         return fields
 
-    def _note_restarts(self, history: list[Any], what: str) -> None:
-        """Each time `what` started again (its process, a Train worker or a node lost; the
-        campaign resumed: it goes on from what it saved), once in the campaign's history:
-        drivers that come later read what was noted before them."""
+    def _note_restarts(self, starts: list[Any], history: list[Any], stage: str) -> None:
+        """Each time the training of `stage` started again (its process, a Train worker or a
+        node lost; the campaign resumed), once in the campaign's history, with where it went on
+        from and how far it had got: drivers that come later read what was noted before them."""
         if self.noted is None:
             self.noted = {e.detail for e in self.store.audit(self.campaign_id) if e.detail}
-        for n, (before, after) in enumerate(restarts(history), start=1):
+        for n, (start, before) in enumerate(restarts(starts, history), start=1):
+            went_on = f"its saved update {start}" if start else "the beginning"
+            got = "nothing" if before is None else f"update {before}"
             detail = (
-                f"{what} started again (restart {n}): update {before} had been logged, then "
-                f"update {after}"
+                f"{stage}'s training started again (restart {n}) from {went_on}; {got} had "
+                "been logged"
             )
             if detail not in self.noted:
                 self.store.note(self.campaign_id, detail, actor=ACTOR, only_submission=self.sid)

@@ -1,6 +1,6 @@
 """A stage's loss history as MLflow gives it (in no set order): the attempts of a stage that
-started again (a lost process, Train worker or node; a resumed campaign), where it restarted,
-the points that lead to the model it holds now, and a progress line with an ETA."""
+started again (a lost process, Train worker or node; a resumed campaign) and where from, the
+points that lead to the model it holds now, and a progress line with an ETA."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ if TYPE_CHECKING:
 
 TEACHER_LOSS = "teacher/loss"  # on the campaign's MLflow run, stepped by update
 TRAIN_LOSS = "train/loss"  # on a round's MLflow run (and an LR trial's), stepped by update
+# As each attempt of a stage's training starts: the update it starts from (value and step).
+TEACHER_START = "teacher/start"
+TRAIN_START = "train/start"
 
 
 def _starts(history: list[Metric]) -> tuple[list[Metric], list[int]]:
@@ -42,11 +45,17 @@ def lineage(history: list[Metric]) -> list[Metric]:
     return kept
 
 
-def restarts(history: list[Metric]) -> list[tuple[int, int]]:
-    """Each time a loss history's stage started again: (the last update logged before it, the
-    first update logged after)."""
-    points, starts = _starts(history)
-    return [(int(points[i - 1].step), int(points[i].step)) for i in starts]
+def restarts(starts: list[Metric], history: list[Metric]) -> list[tuple[int, int | None]]:
+    """Each time a stage's training started again, from the attempts it logged as they started
+    (`starts`, every one after the first) and its loss history: (the update it went on from,
+    the last update logged before it, None when none was)."""
+    attempts = sorted(starts, key=lambda m: (m.timestamp, m.step))[1:]
+    out: list[tuple[int, int | None]] = []
+    for a in attempts:
+        before = [m for m in history if m.timestamp <= a.timestamp]
+        last = max(before, key=lambda m: (m.timestamp, m.step), default=None)
+        out.append((int(a.step), None if last is None else int(last.step)))
+    return out
 
 
 def latest(history: list[Metric], total: int) -> str:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from orchestrator.compile_cache import CompileCache
-from orchestrator.history import TRAIN_LOSS
+from orchestrator.history import TRAIN_LOSS, TRAIN_START
 from orchestrator.storage import Storage
 from orchestrator.tracking import Tracker
 from workers.accel import FastPath, choose, prepare
@@ -186,6 +186,8 @@ def train_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     tracker = (
         Tracker(job.mlflow_uri) if rank == 0 and job.mlflow_uri and job.mlflow_run_id else None
     )
+    if tracker is not None and job.mlflow_run_id is not None:  # this attempt's start
+        tracker.metrics(job.mlflow_run_id, {TRAIN_START: done}, step=done)
     model.train()
     # Loop time across resumes (the checkpoint keeps it): a round's train_seconds, as the
     # teacher's and local-run's, whichever driver or Train worker ran the updates.

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from orchestrator.compile_cache import CompileCache
-from orchestrator.history import TEACHER_LOSS
+from orchestrator.history import TEACHER_LOSS, TEACHER_START
 from orchestrator.jobs import TEACHER_CHECKPOINT, campaign_prefix
 from orchestrator.local import check_compatible, unet_config
 from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, train_worker
@@ -154,7 +154,11 @@ class Campaign:
             accel = self.spec.resources.accel()
             cache = self.compile_cache(accel)
             cache.load()
-            log = teacher_logger(tracker, self.campaign_run(tracker))
+            run_id = self.campaign_run(tracker)
+            resume = self._teacher_state()
+            start = int(resume["updater"]["done"]) if resume is not None else 0
+            tracker.metrics(run_id, {TEACHER_START: start}, step=start)  # this attempt's start
+            log = teacher_logger(tracker, run_id)
 
             def on_progress(update: int, total: int, loss: float) -> None:
                 cache.save_once()  # at the first log point the graphs are compiled
@@ -167,7 +171,7 @@ class Campaign:
                 config=cfg,
                 accel=accel,
                 on_progress=on_progress,
-                resume=self._teacher_state(),
+                resume=resume,
                 save=self._save_teacher_state,
             )
             # The time in the update loop, the attempts before a resume included (as local-run).

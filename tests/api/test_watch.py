@@ -51,7 +51,10 @@ def test_watch_into_a_pipe_prints_each_tenth_of_a_round(
     assert len(notes) == 1 and notes[0].endswith(f"running by driver: {RESTART}"), printed
 
 
-RESTART = "round 1's training started again (restart 1): update 27 had been logged, then update 10"
+RESTART = (
+    "round 1's training started again (restart 1) from its saved update 10; update 27 had been "
+    "logged"
+)
 
 
 def _follow(watch: subprocess.Popen[str], db: str, cid: str) -> list[str]:

@@ -9,9 +9,10 @@ import pytest
 
 from orchestrator.campaign import Snapshot, describe
 from orchestrator.driver import ProgressWriter
+from orchestrator.history import TEACHER_LOSS, TEACHER_START, TRAIN_LOSS, TRAIN_START
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, parse_spec, plan_rounds
-from orchestrator.stages import TEACHER_LOSS, Campaign
+from orchestrator.stages import Campaign
 from orchestrator.store import CampaignStatus, CampaignView, RoundStatus, Store, TrialStatus
 
 SPEC = {
@@ -73,45 +74,51 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         snap = Snapshot(c, tracker)
         assert describe(snap) == "teacher: training, update 100/300, loss 0.5"
         writer.poll(snap)
-        assert reads == [TEACHER_LOSS]  # the status line and the store's copy share one read
+        # The status line and the store's copy share one read of each history.
+        assert reads == [TEACHER_LOSS, TEACHER_START]
         got = store.get_campaign(made.id, team_id=None)
         assert got is not None
         assert (got.teacher_updates, got.teacher_updates_done, got.teacher_loss) == (300, 100, 0.5)
         assert got.teacher_finished_at is None
 
-        # The teacher is ready; round 1 trains, and restarted after update 20 (MLflow gives the
-        # history in no set order): its progress is that of the attempt running now.
+        # The teacher is ready; round 1 trains, started again from the beginning after update
+        # 20, then from its saved update 10 (MLflow gives a history in no set order): its
+        # progress is that of the attempt running now.
         c.write_record("teacher", {"uri": "unused", "train_seconds": 1.0, "final_loss": 0.25})
         # No LR search in this spec: the round goes straight to training.
         assert describe(Snapshot(c, tracker)) == "round 1/2 (4→2 steps): training, starting"
         c.write_record("round-1-tune", {"lr": 1e-4, "init_checkpoint": None})
         round_run = c.round_run(tracker, plan[0])
-        for step, loss in [(10, 0.4), (20, 0.3), (10, 0.35)]:
-            tracker.metrics(round_run, {"train/loss": loss}, step=step)
+        logged = [(TRAIN_START, 0), (TRAIN_LOSS, 10, 0.4), (TRAIN_LOSS, 20, 0.3), (TRAIN_START, 0)]
+        logged += [(TRAIN_LOSS, 10, 0.35), (TRAIN_START, 10)]
+        for key, step, *value in logged:
+            tracker.metrics(round_run, {key: value[0] if value else step}, step=step)
             time.sleep(0.002)  # distinct timestamps (ms)
         reads.clear()
         snap = Snapshot(c, tracker)
         status = describe(snap)
         assert status.startswith("round 1/2 (4→2 steps): training, update 10/40, loss 0.35")
         writer.poll(snap)
-        assert reads == ["train/loss"]
+        assert reads == [TRAIN_LOSS, TRAIN_START]
         got = store.get_campaign(made.id, team_id=None)
         assert got is not None and got.teacher_finished_at is not None
         assert (got.teacher_updates_done, got.teacher_loss, got.teacher_fid) == (300, 0.25, None)
         first = store.rounds(made.id)[0]
         assert (first.status, first.updates_done, first.loss) == (RoundStatus.TRAINING, 10, 0.35)
         assert first.mlflow_run_id == round_run
-        # The restart is in the campaign's history, once, however often it is polled and by
+        # Each restart is in the campaign's history, once, however often it is polled and by
         # however many drivers; a driver that is not the campaign's own writes nothing.
-        said = (
-            "round 1's training started again (restart 1): update 20 had been logged, then "
-            "update 10"
-        )
+        said = [
+            "round 1's training started again (restart 1) from the beginning; update 20 had "
+            "been logged",
+            "round 1's training started again (restart 2) from its saved update 10; update 10 "
+            "had been logged",
+        ]
         writer.poll(Snapshot(c, tracker))
         ProgressWriter(store, made.id, "j", spec).poll(Snapshot(c, tracker))
         notes = [(e.from_status, e.to_status, e.actor, e.detail) for e in store.audit(made.id)]
-        assert notes[-1] == ("running", "running", "driver", said)
-        assert [n[3] for n in notes].count(said) == 1
+        assert notes[-2:] == [("running", "running", "driver", d) for d in said]
+        assert all([n[3] for n in notes].count(d) == 1 for d in said)
         assert not store.note(made.id, "x", actor="driver", only_submission="another job")
 
         # The teacher's evaluation (beside round 1's training) gives its FID at its 4 steps.

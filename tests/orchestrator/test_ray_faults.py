@@ -17,14 +17,9 @@ import torch
 from mlflow import MlflowClient
 
 from orchestrator.campaign import run_campaign
+from orchestrator.history import TEACHER_LOSS, TEACHER_START, TRAIN_START
 from orchestrator.spec import parse_spec
-from orchestrator.stages import (
-    START_ENV,
-    TEACHER_LOSS,
-    TEACHER_STATE,
-    StageError,
-    placement_bound,
-)
+from orchestrator.stages import START_ENV, TEACHER_STATE, StageError, placement_bound
 
 KILL_SPEC = {
     "name": "ray-kill",
@@ -41,10 +36,21 @@ KILL_SPEC = {
 
 def _pids(title: str) -> list[int]:
     """The processes Ray titled `title` ("ray::teacher": a task; "ray::RayTrainWorker": an
-    actor, whose title goes on with the method it runs, "ray::RayTrainWorker.run")."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    found = (line.split(None, 1) for line in out.splitlines()[1:])
-    return [int(p) for p, args in found if args.split()[0].split(".")[0] == title]
+    actor, whose title goes on with the method it runs, "ray::RayTrainWorker.run") in the Ray
+    cluster this test process is connected to: the children of its raylet. (Other Ray clusters
+    run beside it: the API tests', in the suite's other process.)"""
+    import ray
+
+    gcs = f"--gcs-address={ray.get_runtime_context().gcs_address}"
+    ps = ["ps", "-ww", "-eo", "pid,ppid,args"]  # -ww: whole lines, whatever COLUMNS says
+    out = subprocess.run(ps, capture_output=True, text=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()[1:]]
+    raylets = {pid for pid, _, args in rows if args.endswith(gcs) or f"{gcs} " in args}
+    return [
+        int(pid)
+        for pid, ppid, args in rows
+        if ppid in raylets and args.split()[0].split(".")[0] == title
+    ]
 
 
 def _history(client: MlflowClient, key: str, metric: str) -> list[int]:
@@ -88,11 +94,12 @@ def _run_in_thread(spec: dict, settings) -> tuple[threading.Thread, dict]:
     return thread, outcome
 
 
-# The teacher trains 300 updates here and saves its state every 50.
+# The teacher trains 200 updates here and saves its state every 50; round 1 has room for a
+# worker killed after its checkpoint at 100 and its driving task after the next one.
 TEACHER_KILL_SPEC = {
     **KILL_SPEC,
-    "teacher": {"train": {"updates": 300, "batch_size": 32, "warmup_updates": 5}},
-    "distill": {"updates": 400, "batch_size": 32, "checkpoint_every": 50},
+    "teacher": {"train": {"updates": 200, "batch_size": 32, "warmup_updates": 5}},
+    "distill": {"updates": 300, "batch_size": 32, "checkpoint_every": 50},
 }
 
 
@@ -168,7 +175,8 @@ def test_a_killed_teacher_stage_and_a_killed_train_worker_resume_from_what_they_
     assert "error" not in outcome, outcome.get("error")
     # The teacher went on from its saved state: a new start would log its first point again.
     teacher = _history(client, "campaign/ray-kill", TEACHER_LOSS)
-    assert teacher.count(50) == 1 and teacher[-1] == 300 and teacher == sorted(teacher), teacher
+    planned = TEACHER_KILL_SPEC["teacher"]["train"]["updates"]
+    assert teacher.count(50) == 1 and teacher[-1] == planned and teacher == sorted(teacher), teacher
     updates = TEACHER_KILL_SPEC["distill"]["updates"]
     assert outcome["report"]["rounds"][0]["updates"] == updates
     steps = _loss_history(client, key)
@@ -176,6 +184,12 @@ def test_a_killed_teacher_stage_and_a_killed_train_worker_resume_from_what_they_
     assert steps.count(50) == 1 and max(steps) == updates, steps
     assert at_step in steps
     assert replacements, "Train did not start a new worker group after the kill"
+    # Each attempt logged where it started (the campaign's history notes each restart from
+    # these): the teacher's second from its saved state, the round's from its checkpoints.
+    teacher_starts = _history(client, "campaign/ray-kill", TEACHER_START)
+    assert teacher_starts[0] == 0 and teacher_starts[1:] and min(teacher_starts[1:]) >= 50
+    starts = _history(client, key, TRAIN_START)
+    assert starts[0] == 0 and len(starts) >= 3 and min(starts[1:]) >= 50, starts
 
 
 TUNE_KILL_SPEC = {

@@ -11,16 +11,18 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from orchestrator.history import TEACHER_LOSS, TEACHER_START
 from orchestrator.settings import Settings
 from orchestrator.spec import parse_spec
-from orchestrator.stages import TEACHER_LOSS, TEACHER_STATE, Campaign
+from orchestrator.stages import TEACHER_STATE, Campaign
 from workers.checkpoint import training_state, training_state_bytes
 
 SPEC = {
     "name": "teacher-kill",
     "dataset": "builtin:digits",
     "model": {"preset": "digits-small"},
-    "teacher": {"train": {"updates": 1000, "batch_size": 16, "warmup_updates": 5}},
+    # Logged every 50 updates, its state saved every 50 too (10%, rounded up to a log point).
+    "teacher": {"train": {"updates": 300, "batch_size": 16, "warmup_updates": 5}},
     "steps": {"start": 2, "target": 1},
 }
 # A process that runs only the teacher stage of SPEC, with the settings from PDISTILL_*.
@@ -47,7 +49,7 @@ def test_a_killed_teacher_stage_resumes_from_its_saved_state(tmp_path: Path, cac
     proc = subprocess.Popen([sys.executable, "-c", STAGE, json.dumps(SPEC)], env=env)
     try:
         deadline = time.monotonic() + 300
-        while not state.exists():  # saved every 100 updates (10%)
+        while not state.exists():
             assert proc.poll() is None, "the stage ended before it saved its state"
             assert time.monotonic() < deadline, "no training state saved in 300 s"
             time.sleep(0.05)
@@ -72,6 +74,10 @@ def test_a_killed_teacher_stage_resumes_from_its_saved_state(tmp_path: Path, cac
     run = c.tracker().find("campaign/teacher-kill")
     history = sorted(client.get_metric_history(run, TEACHER_LOSS), key=lambda m: m.timestamp)
     steps = [m.step for m in history]
-    # Every attempt logs its first log point. A start from scratch would log update 50 again;
-    # the second attempt went on from a saved update (100 or later) to the end.
-    assert steps.count(50) == 1 and steps[-1] == 1000 and steps == sorted(steps), steps
+    # The first attempt logged update 50, then saved its state. A start from scratch would log
+    # update 50 again; the second attempt went on from a saved update (50 or later) to the end.
+    updates = SPEC["teacher"]["train"]["updates"]
+    assert steps.count(50) == 1 and steps[-1] == updates and steps == sorted(steps), steps
+    # Each attempt logged the update it started from: the second, its saved one.
+    starts = sorted(client.get_metric_history(run, TEACHER_START), key=lambda m: m.timestamp)
+    assert [m.step for m in starts] == [0, saved["updater"]["done"]]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,14 @@ def classifier_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(mnist: ImageDataset, classifier_cache: Path) -> ClassifierFeatures:
-    net = load_classifier_features(mnist, cache_dir=classifier_cache, seed=0)
+    # The classifier's 15 epochs over mnist5k, unlike the suite's small tensors, are worth
+    # every core (half the time of conftest's one thread on 2 cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        net = load_classifier_features(mnist, cache_dir=classifier_cache, seed=0)
+    finally:
+        torch.set_num_threads(threads)
     assert net.trained
     return net
 
