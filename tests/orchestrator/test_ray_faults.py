@@ -45,7 +45,7 @@ def _pids(title: str) -> list[int]:
     ps = ["ps", "-ww", "-eo", "pid,ppid,args"]  # -ww: whole lines, whatever COLUMNS says
     out = subprocess.run(ps, capture_output=True, text=True).stdout
     rows = [line.split(None, 2) for line in out.splitlines()[1:]]
-    raylets = {pid for pid, _, args in rows if args.endswith(gcs) or f"{gcs} " in args}
+    raylets = {pid for pid, _, args in rows if gcs in args.split()}
     return [
         int(pid)
         for pid, ppid, args in rows
