@@ -194,16 +194,17 @@ def trial_out(t: TrialView) -> TrialOut:
     return TrialOut(index=t.index, lr=t.lr, val_loss=t.val_loss, status=t.status)
 
 
-def loss_points(svc: Services, key: str, metric: str) -> list[LossPoint]:
+def loss_points(svc: Services, key: str, metric: str, start: str) -> list[LossPoint]:
     """`metric` of the MLflow run tagged `key` by update (empty while there is no such run):
-    after a restart, only what leads to the model the stage holds now (`lineage`); 503 when
-    MLflow does not answer."""
+    after a restart, only what leads to the model the stage holds now (`lineage`, from the
+    attempts' `start` metric and the loss itself); 503 when MLflow does not answer."""
     try:
-        history = svc.tracker().history(key, metric)
+        tracker = svc.tracker()
+        history, starts = tracker.history(key, metric), tracker.history(key, start)
     except Exception as exc:  # MlflowException, database or HTTP errors of the tracking store
         raise HTTPException(503, f"MLflow does not answer: {exc}") from exc
     return [
         LossPoint(step=int(m.step), loss=float(m.value))
-        for m in lineage(history)
+        for m in lineage(history, starts)
         if math.isfinite(m.value)
     ]

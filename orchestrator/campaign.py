@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.eval_stage import evaluate_stage
-from orchestrator.history import TRAIN_LOSS, latest
+from orchestrator.history import TEACHER_LOSS, TEACHER_START, TRAIN_LOSS, TRAIN_START, latest
 from orchestrator.report import RoundResult, TeacherResult
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan
-from orchestrator.stages import TEACHER_LOSS, Campaign, StageError
+from orchestrator.stages import Campaign, StageError
 from orchestrator.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -262,8 +262,13 @@ def describe(snap: Snapshot) -> str:
     if snap.record("teacher") is None:
         if c.spec.teacher.checkpoint:
             return "teacher: loading"
-        history = snap.history(f"campaign/{c.spec.name}", TEACHER_LOSS)
-        return f"teacher: training, {latest(history, c.spec.teacher.updates)}"
+        key = f"campaign/{c.spec.name}"
+        line = latest(
+            snap.history(key, TEACHER_LOSS),
+            c.spec.teacher.updates,
+            snap.history(key, TEACHER_START),
+        )
+        return f"teacher: training, {line}"
     done = [p for p in c.plan if snap.record(f"round-{p.round}-train") is not None]
     if len(done) == len(c.plan):
         return f"all {len(c.plan)} rounds trained; evaluating and reporting"
@@ -271,5 +276,6 @@ def describe(snap: Snapshot) -> str:
     head = f"round {p.round}/{len(c.plan)} ({p.teacher_steps}→{p.student_steps} steps)"
     if c.spec.tune.enabled and snap.record(f"round-{p.round}-tune") is None:
         return f"{head}: tuning LR"
-    history = snap.history(f"campaign/{c.spec.name}/round-{p.round}", TRAIN_LOSS)
-    return f"{head}: training, {latest(history, p.updates)}"
+    key = f"campaign/{c.spec.name}/round-{p.round}"
+    line = latest(snap.history(key, TRAIN_LOSS), p.updates, snap.history(key, TRAIN_START))
+    return f"{head}: training, {line}"

@@ -27,7 +27,7 @@ from orchestrator.history import (
     TEACHER_START,
     TRAIN_LOSS,
     TRAIN_START,
-    current_attempt,
+    at,
     restarts,
 )
 from orchestrator.jobs import storage_name
@@ -130,10 +130,10 @@ class ProgressWriter:
             updates_done, loss = p.updates, _finite(train.get("final_loss"))
         elif status is RoundStatus.TRAINING:
             # MLflow returns a history in no set order; a restarted round logs its steps again.
-            history = snap.history(key, TRAIN_LOSS)
-            self._note_restarts(snap.history(key, TRAIN_START), history, f"round {p.round}")
-            if points := current_attempt(history):
-                updates_done, loss = int(points[-1].step), _finite(points[-1].value)
+            history, starts = snap.history(key, TRAIN_LOSS), snap.history(key, TRAIN_START)
+            self._note_restarts(starts, history, f"round {p.round}")
+            updates_done, logged = at(history, starts)
+            loss = _finite(logged)
         tune, train, ev = tune or {}, train or {}, ev or {}
         return {
             "status": status,
@@ -205,11 +205,12 @@ class ProgressWriter:
             }
         fields: dict[str, Any] = {"teacher_updates": planned, "teacher_finished_at": None}
         key = f"campaign/{self.spec.name}"
-        history = snap.history(key, TEACHER_LOSS)
-        self._note_restarts(snap.history(key, TEACHER_START), history, "the teacher")
-        if points := current_attempt(history):
-            fields["teacher_updates_done"] = min(int(points[-1].step), planned)
-            fields["teacher_loss"] = _finite(points[-1].value)
+        history, starts = snap.history(key, TEACHER_LOSS), snap.history(key, TEACHER_START)
+        self._note_restarts(starts, history, "the teacher")
+        if history or starts:
+            done, loss = at(history, starts)
+            fields["teacher_updates_done"] = min(done, planned)
+            fields["teacher_loss"] = _finite(loss)
         return fields
 
     def _note_restarts(self, starts: list[Any], history: list[Any], stage: str) -> None:

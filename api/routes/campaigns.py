@@ -26,7 +26,7 @@ from api.schemas import (
     ValidationProblem,
 )
 from api.services import Services, loss_points, teacher_out
-from orchestrator.history import TEACHER_LOSS
+from orchestrator.history import TEACHER_LOSS, TEACHER_START
 from orchestrator.jobs import Demand, storage_name
 from orchestrator.ray_link import RayUnavailableError
 from orchestrator.scheduler import cancel_campaign, resume_campaign
@@ -322,7 +322,7 @@ def teacher_loss(campaign_id: str, svc: ServicesDep, who: CallerDep) -> list[Los
     """The teacher's training loss by update, from MLflow (empty for a teacher loaded from a
     checkpoint); after a restart, that of the teacher it went on with."""
     c = owned_campaign(svc, who, campaign_id)
-    return loss_points(svc, f"campaign/{storage_name(c.id, c.name)}", TEACHER_LOSS)
+    return loss_points(svc, f"campaign/{storage_name(c.id, c.name)}", TEACHER_LOSS, TEACHER_START)
 
 
 @router.get(

@@ -13,7 +13,7 @@ from api.routes.campaigns import ERRORS
 from api.routes.stored import CHECKPOINT_RESPONSES, GRID_RESPONSES, checkpoint, sample_grid
 from api.schemas import LossPoint, Problem, RoundOut, TrialOut
 from api.services import Services, loss_points, round_out, trial_out
-from orchestrator.history import TRAIN_LOSS
+from orchestrator.history import TRAIN_LOSS, TRAIN_START
 from orchestrator.jobs import storage_name
 from orchestrator.store import CampaignView, RoundView
 
@@ -54,7 +54,9 @@ def loss(campaign_id: str, k: RoundK, svc: ServicesDep, who: CallerDep) -> list[
     is that of the model the round holds now."""
     c = owned_campaign(svc, who, campaign_id)
     _round(svc, c, k)
-    return loss_points(svc, f"campaign/{storage_name(c.id, c.name)}/round-{k}", TRAIN_LOSS)
+    return loss_points(
+        svc, f"campaign/{storage_name(c.id, c.name)}/round-{k}", TRAIN_LOSS, TRAIN_START
+    )
 
 
 @router.get("/{k}/samples.png", response_class=Response, responses={**GRID_RESPONSES, **ERRORS})

@@ -17,6 +17,7 @@ from api_harness import ADMIN, TINY
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from orchestrator.history import TEACHER_LOSS, TEACHER_START, TRAIN_LOSS, TRAIN_START
 from orchestrator.jobs import storage_name
 from orchestrator.settings import Settings
 from orchestrator.store import CampaignStatus, Store
@@ -354,11 +355,14 @@ def test_events_stream_follows_changes_and_ends_when_final(
 
 
 @pytest.mark.parametrize(
-    ("path", "key", "metric"),
-    [("rounds/1/loss", "/round-1", "train/loss"), ("teacher/loss", "", "teacher/loss")],
+    ("path", "key", "metric", "start"),
+    [
+        ("rounds/1/loss", "/round-1", TRAIN_LOSS, TRAIN_START),
+        ("teacher/loss", "", TEACHER_LOSS, TEACHER_START),
+    ],
 )
 def test_a_restarted_loss_curve_is_that_of_the_model_it_holds(
-    client: TestClient, settings: Settings, path: str, key: str, metric: str
+    client: TestClient, settings: Settings, path: str, key: str, metric: str, start: str
 ) -> None:
     vision = team(client, "vision")
     c = submit(client, vision)
@@ -366,15 +370,22 @@ def test_a_restarted_loss_curve_is_that_of_the_model_it_holds(
     assert (r.status_code, r.json()) == (200, [])  # nothing logged yet
     tracker = Tracker(settings.mlflow_tracking_uri)
     run = tracker.run(name="run", key=f"campaign/{storage_name(c['id'], c['name'])}{key}")
-    # Logged 10…40; lost; went on from what it saved at 20; MLflow keeps both attempts.
-    for when, (step, value) in enumerate([(10, 4), (20, 3), (30, 2), (40, 1), (30, 2.5)]):
+
+    def curve() -> list[tuple[int, float]]:
+        r = client.get(f"/v1/campaigns/{c['id']}/{path}", headers=vision)
+        assert r.status_code == 200
+        return [(p["step"], p["loss"]) for p in r.json()]
+
+    # Logged 10…40; lost; went on from what it saved at 20 (its start logged as it started);
+    # MLflow keeps both attempts.
+    tracker.client.log_metric(run, start, 0, timestamp=999, step=0)
+    for when, (step, value) in enumerate([(10, 4), (20, 3), (30, 2), (40, 1)]):
         tracker.client.log_metric(run, metric, value, timestamp=1000 + when, step=step)
-    r = client.get(f"/v1/campaigns/{c['id']}/{path}", headers=vision)
-    assert r.status_code == 200 and [(p["step"], p["loss"]) for p in r.json()] == [
-        (10, 4.0),
-        (20, 3.0),
-        (30, 2.5),
-    ]
+    assert curve() == [(10, 4.0), (20, 3.0), (30, 2.0), (40, 1.0)]
+    tracker.client.log_metric(run, start, 20, timestamp=1010, step=20)
+    assert curve() == [(10, 4.0), (20, 3.0)]
+    tracker.client.log_metric(run, metric, 2.5, timestamp=1011, step=30)
+    assert curve() == [(10, 4.0), (20, 3.0), (30, 2.5)]
 
 
 def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Settings) -> None:

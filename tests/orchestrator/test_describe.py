@@ -3,7 +3,7 @@ history."""
 
 from mlflow.entities import Metric
 
-from orchestrator.history import current_attempt, latest, lineage
+from orchestrator.history import at, current_attempt, latest, lineage
 
 
 def _m(step: int, seconds: float, value: float = 1.0) -> Metric:
@@ -42,3 +42,40 @@ def test_the_lineage_of_a_restarted_round_is_the_curve_of_its_model() -> None:
         *((10 * i, 1.0) for i in range(1, 6)),
         (60, 0.45),
     ]
+
+
+def _start(step: int, seconds: float) -> Metric:
+    return Metric("train/start", step, int(seconds * 1000), step)
+
+
+def test_a_restart_counts_from_its_start_before_it_logs() -> None:
+    # Logged 10…80 (start 0); lost; went on from its checkpoint at 50 and has logged nothing
+    # yet: it is at update 50 with the loss logged there, and the old 60…80 lead nowhere.
+    first = [_m(10 * i, i, 1.0 - i / 10) for i in range(1, 9)]
+    starts = [_start(0, 0), _start(50, 30)]
+    assert current_attempt(first, starts) == []
+    assert at(first, list(reversed(starts))) == (50, 0.5)
+    assert [m.step for m in lineage(first, starts)] == [10, 20, 30, 40, 50]
+    assert latest(first, 300, starts) == "resuming from update 50/300"
+    # Once it logs, it counts from there; 60 is the new attempt's.
+    history = [*first, _m(60, 31, 0.45), _m(70, 32, 0.4)]
+    assert [m.step for m in current_attempt(history, starts)] == [60, 70]
+    assert [(m.step, m.value) for m in lineage(history, starts)][-3:] == [
+        (50, 0.5),
+        (60, 0.45),
+        (70, 0.4),
+    ]
+    assert latest(history, 300, starts) == "update 70/300, loss 0.4, eta 23s"
+    # Started again from the beginning: nothing of before is its model, and it says so.
+    again = [*starts, _start(0, 40)]
+    assert (at(history, again), lineage(history, again)) == ((0, None), [])
+    assert latest(history, 300, again) == "starting"
+
+
+def test_the_first_start_changes_nothing() -> None:
+    history = [_m(10 * i, i) for i in range(1, 4)]
+    starts = [_start(0, 1)]  # logged in the same millisecond as update 10: before it
+    assert current_attempt(history, starts) == current_attempt(history) == history
+    assert lineage(history, starts) == history
+    assert at(history, starts) == at(history) == (30, 1.0)
+    assert at([], []) == (0, None)

@@ -80,6 +80,13 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         assert got is not None
         assert (got.teacher_updates, got.teacher_updates_done, got.teacher_loss) == (300, 100, 0.5)
         assert got.teacher_finished_at is None
+        # Lost; went on from its saved update 50 (no loss logged there): that is its progress
+        # until it logs again.
+        time.sleep(0.002)
+        tracker.metrics(c.campaign_run(tracker), {TEACHER_START: 50}, step=50)
+        writer.poll(Snapshot(c, tracker))
+        got = store.get_campaign(made.id, team_id=None)
+        assert got is not None and (got.teacher_updates_done, got.teacher_loss) == (50, None)
 
         # The teacher is ready; round 1 trains, started again from the beginning after update
         # 20, then from its saved update 10 (MLflow gives a history in no set order): its
@@ -97,7 +104,8 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         reads.clear()
         snap = Snapshot(c, tracker)
         status = describe(snap)
-        assert status.startswith("round 1/2 (4→2 steps): training, update 10/40, loss 0.35")
+        # Its last attempt went on from update 10 and has logged nothing yet.
+        assert status == "round 1/2 (4→2 steps): training, resuming from update 10/40"
         writer.poll(snap)
         assert reads == [TRAIN_LOSS, TRAIN_START]
         got = store.get_campaign(made.id, team_id=None)
