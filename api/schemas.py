@@ -83,8 +83,8 @@ class CampaignOut(_Out):
         ge=0,
         le=1,
         description="Share of the planned work done: each round weighs the same, its training "
-        "updates 90% and its evaluation 10%; a teacher trained by the campaign weighs as much "
-        "as a round, by its updates. 1 when succeeded.",
+        "updates 90% and its evaluation's samples 10%; a teacher trained by the campaign "
+        "weighs as much as a round, by its updates. 1 when succeeded.",
     )
     teacher: TeacherOut
     submission_id: str | None = Field(description="Ray Job id of the current attempt.")
@@ -121,6 +121,11 @@ class RoundOut(_Out):
     student_steps: int
     updates: int = Field(description="Planned updates.")
     updates_done: int
+    eval_samples: int = Field(
+        description="Samples its evaluation draws: its student's, then its DDIM teacher's at "
+        "the same steps (0 for a round made before the store counted them)."
+    )
+    eval_samples_done: int = Field(description="Of those, drawn so far.")
     status: RoundStatus
     lr: float | None = Field(description="The learning rate used (chosen by the LR search).")
     loss: float | None = Field(description="Latest training loss.")

@@ -82,7 +82,7 @@ def progress(c: CampaignView, rounds: list[RoundView]) -> float:
         if r.status is RoundStatus.SUCCEEDED:
             done += 1.0
         elif r.status is RoundStatus.EVALUATING:
-            done += 0.9
+            done += 0.9 + 0.1 * min(r.eval_samples_done, r.eval_samples) / max(r.eval_samples, 1)
         else:
             done += 0.9 * min(r.updates_done, r.updates) / max(r.updates, 1)
     return round(min(done / parts, 1.0), 4)
@@ -175,6 +175,8 @@ def round_out(r: RoundView) -> RoundOut:
         student_steps=r.student_steps,
         updates=r.updates,
         updates_done=r.updates_done,
+        eval_samples=r.eval_samples,
+        eval_samples_done=r.eval_samples_done,
         status=r.status,
         lr=r.lr,
         loss=r.loss,

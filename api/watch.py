@@ -27,6 +27,8 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 def round_line(r: dict[str, Any]) -> str:
     head = f"round {r['k']} ({r['teacher_steps']}→{r['student_steps']} steps): {r['status']}"
     parts = [f"{r['updates_done']}/{r['updates']} updates"]
+    if r["status"] == "evaluating" and r.get("eval_samples"):
+        parts.append(f"{r['eval_samples_done']}/{r['eval_samples']} samples")
     if r.get("loss") is not None:
         parts.append(f"loss {r['loss']:.4g}")
     if r.get("lr") is not None:

@@ -23,11 +23,13 @@ from typing import Any
 
 from orchestrator.campaign import Snapshot, run_campaign
 from orchestrator.history import (
+    EVAL_SAMPLES,
     TEACHER_LOSS,
     TEACHER_START,
     TRAIN_LOSS,
     TRAIN_START,
     at,
+    drawn,
     restarts,
 )
 from orchestrator.jobs import storage_name
@@ -125,9 +127,13 @@ class ProgressWriter:
             status = RoundStatus.TUNING
         else:
             status = RoundStatus.PENDING
-        updates_done, loss = 0, None
+        updates_done, loss, eval_done = 0, None, 0
         if train is not None:
             updates_done, loss = p.updates, _finite(train.get("final_loss"))
+            if status is RoundStatus.EVALUATING:
+                eval_done = drawn(snap.history(key, EVAL_SAMPLES))
+            else:
+                eval_done = self.spec.round_eval_samples
         elif status is RoundStatus.TRAINING:
             # MLflow returns a history in no set order; a restarted round logs its steps again.
             history, starts = snap.history(key, TRAIN_LOSS), snap.history(key, TRAIN_START)
@@ -138,6 +144,7 @@ class ProgressWriter:
         return {
             "status": status,
             "updates_done": min(updates_done, p.updates),
+            "eval_samples_done": min(eval_done, self.spec.round_eval_samples),
             "loss": loss,
             "lr": _finite(tune.get("lr")),
             "fid": _finite(ev.get("fid")),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from orchestrator.history import EVAL_SAMPLES
 from orchestrator.local import feature_net
 from workers.accel import prepare
 from workers.checkpoint import load_unet
@@ -65,6 +66,15 @@ def evaluate_stage(
         "samples": len(noise),
     }
     started = time.perf_counter()
+    tracker = c.tracker() if tracker_run is not None else None
+    drawn = 0
+
+    def on_batch(n: int) -> None:  # its progress, for the driver (and MLflow's UI)
+        nonlocal drawn
+        drawn += n
+        if tracker is not None and tracker_run is not None:
+            tracker.metrics(tracker_run, {EVAL_SAMPLES: drawn}, step=drawn)
+
     cache = c.compile_cache(accel)
     cache.load()
     grids: dict[str, bytes] = {}  # MLflow artifacts
@@ -80,6 +90,7 @@ def evaluate_stage(
             features=features,
             reference=reference,
             batch_size=c.spec.evaluation.batch_size,
+            on_batch=on_batch,
         )
         out[key] = ev.fid
         kind = "distilled" if key == "fid" else "ddim"
@@ -94,8 +105,7 @@ def evaluate_stage(
     cache.save()
     out["eval_seconds"] = time.perf_counter() - started
     out["gpu_seconds"] = out["eval_seconds"] if torch.cuda.is_available() else 0.0
-    if tracker_run is not None:
-        tracker = c.tracker()
+    if tracker is not None and tracker_run is not None:
         tracker.metrics(
             tracker_run,
             {f"eval/{k}": out[k] for k in ("fid", "ddim_fid") if k in out}

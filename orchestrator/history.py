@@ -17,6 +17,9 @@ TRAIN_LOSS = "train/loss"  # on a round's MLflow run (and an LR trial's), steppe
 # As each attempt of a stage's training starts: the update it starts from (value and step).
 TEACHER_START = "teacher/start"
 TRAIN_START = "train/start"
+# As an evaluation draws its samples (its student's, then its DDIM teacher's): how many it has
+# drawn (value and step), on the round's run (the teacher's own evaluation: the campaign's run).
+EVAL_SAMPLES = "eval/samples"
 
 
 def _logged(m: Metric) -> tuple[int, int]:
@@ -65,6 +68,12 @@ def lineage(history: list[Metric], starts: Sequence[Metric] = ()) -> list[Metric
             kept = [k for k in kept if k.step < step]
         kept.append(points[n])
     return kept
+
+
+def drawn(history: list[Metric]) -> int:
+    """The samples an evaluation has drawn (`EVAL_SAMPLES`): what it logged last (an evaluation
+    that started again counts from 0 again), 0 before it logged."""
+    return int(max(history, key=_logged).step) if history else 0
 
 
 def at(history: list[Metric], starts: Sequence[Metric] = ()) -> tuple[int, float | None]:

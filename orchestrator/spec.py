@@ -273,6 +273,11 @@ class CampaignSpec(_Frozen):
             v.check_labels(dataset=dataset, labelled=seen.labelled)
         return v
 
+    @property
+    def round_eval_samples(self) -> int:
+        """The samples each round's evaluation draws: its student's and its DDIM teacher's."""
+        return 2 * self.evaluation.samples
+
 
 @dataclasses.dataclass(frozen=True)
 class RoundPlan:

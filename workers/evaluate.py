@@ -60,9 +60,16 @@ def evaluate(
     features: FeatureNet,
     reference: FeatureStats,
     batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Evaluation:
+    """FID of `net`'s DDIM samples from `noise`; `on_batch(n)` hears of each batch drawn."""
     images = sample_images(
-        net, noise=noise, num_steps=num_steps, output=output, batch_size=batch_size
+        net,
+        noise=noise,
+        num_steps=num_steps,
+        output=output,
+        batch_size=batch_size,
+        on_batch=on_batch,
     )
     stats = compute_stats(features, images, batch_size=batch_size)
     return Evaluation(

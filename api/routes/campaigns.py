@@ -206,6 +206,7 @@ async def submit(
                 (p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan_rounds(parsed)
             ],
             teacher_updates=parsed.teacher.updates,
+            eval_samples=parsed.round_eval_samples,
             priority=priority,
             idempotency_key=idempotency_key,
             actor=who.actor,

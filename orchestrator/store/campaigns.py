@@ -60,6 +60,7 @@ class Campaigns(StoreBase):
         gpus: float,
         rounds: Iterable[RoundPlanTuple],
         teacher_updates: int = 0,
+        eval_samples: int = 0,
         priority: int = 0,
         idempotency_key: str | None = None,
         actor: str | None = None,
@@ -67,7 +68,8 @@ class Campaigns(StoreBase):
         """Queue a campaign with its planned rounds. With an `idempotency_key`, a second call for
         the same team returns the first campaign and `created=False` (also when the two calls
         race: the unique (team_id, idempotency_key) constraint decides). `teacher_updates`: the
-        teacher's planned training updates, 0 when it is loaded from a checkpoint."""
+        teacher's planned training updates, 0 when it is loaded from a checkpoint;
+        `eval_samples`: the samples each round's evaluation draws."""
         plans = [tuple(int(x) for x in r) for r in rounds]
         ks = [p[0] for p in plans]
         if len(set(ks)) != len(ks) or any(k < 1 for k in ks):
@@ -102,7 +104,12 @@ class Campaigns(StoreBase):
                 s.flush()  # the campaign row first: rounds and the audit row refer to it
                 s.add_all(
                     Round(
-                        campaign_id=campaign.id, k=k, teacher_steps=t, student_steps=st, updates=u
+                        campaign_id=campaign.id,
+                        k=k,
+                        teacher_steps=t,
+                        student_steps=st,
+                        updates=u,
+                        eval_samples=eval_samples,
                     )
                     for k, t, st, u in plans
                 )

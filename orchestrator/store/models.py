@@ -183,6 +183,9 @@ class Round(Base):
     student_steps: Mapped[int] = mapped_column(Integer)
     updates: Mapped[int] = mapped_column(Integer)
     updates_done: Mapped[int] = mapped_column(Integer, default=0)
+    # Samples its evaluation draws (its student's and its DDIM teacher's), and those drawn yet.
+    eval_samples: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    eval_samples_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[RoundStatus] = mapped_column(
         _status(RoundStatus, "round_status"), default=RoundStatus.PENDING
     )

@@ -29,6 +29,7 @@ ROUND_FIELDS = frozenset(
     {
         "status",
         "updates_done",
+        "eval_samples_done",
         "lr",
         "loss",
         "fid",

@@ -70,6 +70,8 @@ class RoundView:
     student_steps: int
     updates: int
     updates_done: int
+    eval_samples: int
+    eval_samples_done: int
     status: RoundStatus
     lr: float | None
     loss: float | None

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from api_harness import TINY, ApiServer, api_env
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from orchestrator import ray_head
 from orchestrator.store import Store
@@ -205,6 +205,22 @@ def test_a_running_campaign_is_cancelled_from_its_page(page: Page, stack: Stack)
     expect(status).to_have_text("running", timeout=300_000)
     expect(page.get_by_role("button", name="Resume")).to_be_hidden()
     stack.shot(page, "03-campaign-running")
+    # A round that evaluates shows how many of its samples are drawn. This one is cancelled
+    # long before it evaluates: its rounds reach the page as the API sends them, but evaluating.
+    drawn = 16
+
+    def evaluating(route: Route) -> None:
+        first, *rest = route.fetch().json()
+        route.fulfill(json=[{**first, "status": "evaluating", "eval_samples_done": drawn}, *rest])
+
+    rounds = f"**/v1/campaigns/{cid}/rounds"
+    page.route(rounds, evaluating)
+    total = 2 * TINY["evaluation"]["samples"]  # the student's and DDIM's
+    expect(page.locator("#rounds tr[data-round='1'] [data-eval]")).to_have_text(
+        f"{drawn} / {total} samples"
+    )
+    page.unroute(rounds)
+    expect(page.locator("#rounds tr[data-round='1'] [data-eval]")).to_have_count(0)
 
     page.get_by_role("button", name="Cancel campaign").click()
     expect(page.get_by_role("group", name="Confirm cancel")).to_be_visible()

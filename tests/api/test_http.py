@@ -448,6 +448,17 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         name = f"{c['id']}-api-tiny-teacher-2-step.safetensors"  # steps.start: 2
         assert r.headers["content-disposition"] == f'attachment; filename="{name}"'
         assert now["progress"] == 0.725  # (1 + 0.9 × 5/10) / 2
+        # Its evaluation draws 32 samples of its student and 32 of DDIM (TINY's 32 samples).
+        (rnd,) = client.get(f"/v1/campaigns/{c['id']}/rounds", headers=vision).json()
+        assert (rnd["eval_samples"], rnd["eval_samples_done"]) == (64, 0)
+        store.update_round(c["id"], 1, status="evaluating", updates_done=10, eval_samples_done=16)
+        (rnd,) = client.get(f"/v1/campaigns/{c['id']}/rounds", headers=vision).json()
+        assert (rnd["status"], rnd["eval_samples"], rnd["eval_samples_done"]) == (
+            "evaluating",
+            64,
+            16,
+        )
+        assert get(c["id"])["progress"] == 0.9625  # (1 + 0.9 + 0.1 × 16/64) / 2
         # Its FID at its own 2 steps, once its evaluation is recorded, and the sample grid.
         assert (now["teacher"]["fid"], now["teacher"]["samples_url"]) == (None, None)
         grid_url = f"/v1/campaigns/{c['id']}/teacher/samples.png"

@@ -17,7 +17,7 @@ from api_harness import TINY, idle_server, wait_for
 from rich.console import Console
 
 from api.client import Client
-from api.watch import watch
+from api.watch import round_line, watch
 from orchestrator import ray_head
 from orchestrator.store import CampaignStatus, RoundStatus, Store
 
@@ -121,3 +121,12 @@ def test_watch_stops_without_a_word_when_its_caller_is_stopping(
     assert codes == [1]
     assert "ended the event stream" not in out.getvalue()
     assert "trying again" not in out.getvalue()
+
+
+def test_an_evaluating_round_says_how_many_of_its_samples_are_drawn() -> None:
+    r = {"k": 1, "teacher_steps": 4, "student_steps": 2, "updates_done": 10, "updates": 10}
+    r |= {"status": "evaluating", "eval_samples": 64, "eval_samples_done": 16, "loss": 0.25}
+    said = "round 1 (4→2 steps): evaluating, 10/10 updates, 16/64 samples, loss 0.25"
+    assert round_line(r) == said
+    # A round made before the store counted its samples (0 of 0) says nothing of them.
+    assert "samples" not in round_line(r | {"eval_samples": 0, "eval_samples_done": 0})

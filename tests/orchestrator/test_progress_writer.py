@@ -9,7 +9,13 @@ import pytest
 
 from orchestrator.campaign import Snapshot, describe
 from orchestrator.driver import ProgressWriter
-from orchestrator.history import TEACHER_LOSS, TEACHER_START, TRAIN_LOSS, TRAIN_START
+from orchestrator.history import (
+    EVAL_SAMPLES,
+    TEACHER_LOSS,
+    TEACHER_START,
+    TRAIN_LOSS,
+    TRAIN_START,
+)
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, parse_spec, plan_rounds
 from orchestrator.stages import Campaign
@@ -44,6 +50,7 @@ def _running(store: Store, spec: CampaignSpec, *, teacher_updates: int) -> Campa
         gpus=0,
         rounds=[(p.round, p.teacher_steps, p.student_steps, p.updates) for p in plan_rounds(spec)],
         teacher_updates=teacher_updates,
+        eval_samples=spec.round_eval_samples,
     )
     store.transition(made.id, CampaignStatus.STARTING, actor="scheduler", submission_id="j")
     store.transition(made.id, CampaignStatus.RUNNING, actor="driver")
@@ -134,6 +141,26 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         writer.poll(Snapshot(c, tracker))
         got = store.get_campaign(made.id, team_id=None)
         assert got is not None and got.teacher_fid == 42.5
+
+        # Round 1 trained; its evaluation drew 500 and 1000 of its 2 × 1000 samples, then (its
+        # process lost) started again and drew 500: that attempt's count is its progress.
+        record = {"uri": "unused", "final_loss": 0.2, "train_seconds": 1.0, "run_id": round_run}
+        c.write_record("round-1-train", record)
+        for n in (500, 1000, 500):
+            time.sleep(0.002)
+            tracker.metrics(round_run, {EVAL_SAMPLES: n}, step=n)
+        writer.poll(Snapshot(c, tracker))
+        first = store.rounds(made.id)[0]
+        assert (first.status, first.updates_done, first.loss) == (RoundStatus.EVALUATING, 40, 0.2)
+        assert (first.eval_samples, first.eval_samples_done) == (2000, 500)
+        c.write_record("round-1-eval", {"steps": 2, "fid": 9.5, "ddim_fid": 20.0})
+        writer.poll(Snapshot(c, tracker))
+        first = store.rounds(made.id)[0]
+        assert (first.status, first.fid, first.eval_samples_done) == (
+            RoundStatus.SUCCEEDED,
+            9.5,
+            2000,
+        )
 
 
 def test_trials_show_while_the_lr_search_runs(tmp_path: Path, settings: Settings) -> None:

@@ -95,10 +95,14 @@ def test_mlflow_nests_campaign_rounds_trials(finished, settings):
                 assert z["images"].shape == (SPEC["evaluation"]["samples"], 8, 8, 1)
         assert r.data.tags["pdistill.checkpoint"].startswith("s3://")
         assert "lr" in r.data.params
+        # Its evaluation's progress, a batch of 64 at a time: its student's, then DDIM's.
+        drawn = client.get_metric_history(r.info.run_id, "eval/samples")
+        assert [m.step for m in sorted(drawn, key=lambda m: (m.timestamp, m.step))] == [64, 128]
     assert all("val/distill_loss" in t.data.metrics for t in kinds["trial"])
     # The teacher's training loss, on the campaign run: its first log point and its last.
     teacher = client.get_metric_history(campaign_id, "teacher/loss")
     assert sorted(m.step for m in teacher) == [50, 60] and all(m.value > 0 for m in teacher)
+    assert [m.step for m in client.get_metric_history(campaign_id, "eval/samples")] == [64]
     top = {a.path for a in client.list_artifacts(campaign_id)}
     assert {"resolved-spec.json", "report.json"} <= top
     # MLflow on SQLite keeps its artifacts in the campaign storage: on S3 here.

@@ -114,16 +114,17 @@ def test_migrate_builds_the_schema_of_the_models(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert context.get_current_revision() == "0003"
+            assert context.get_current_revision() == "0004"
             # SQLite does not reflect an index's DESC; PostgreSQL does, so both are covered.
             assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()
 
 
-def test_migration_0002_keeps_existing_campaigns(db_url: str) -> None:
-    # A store made before the teacher's progress columns: its campaigns read back with a
-    # teacher of 0 updates, and the new fields are writable.
+def test_migrations_keep_existing_campaigns(db_url: str) -> None:
+    # A store made before the teacher's progress columns (0002) and the rounds' evaluation
+    # progress (0004): its campaigns read back with a teacher of 0 updates, its rounds with 0
+    # of 0 samples, and the new fields are writable.
     from alembic import command
 
     from orchestrator.store.engine import make_engine
@@ -145,9 +146,19 @@ def test_migration_0002_keeps_existing_campaigns(db_url: str) -> None:
                 ),
                 {"t": "2026-11-26 00:00:00+00:00"},
             )
+            conn.execute(
+                text(
+                    "INSERT INTO rounds (campaign_id, k, teacher_steps, student_steps, updates, "
+                    "updates_done, status) VALUES ('c-old', 1, 4, 2, 10, 10, 'evaluating')"
+                )
+            )
     finally:
         engine.dispose()
     with Store.from_url(db_url) as store:  # migrates to head
+        (rnd,) = store.rounds("c-old")
+        assert (rnd.status, rnd.eval_samples, rnd.eval_samples_done) == ("evaluating", 0, 0)
+        rnd = store.update_round("c-old", 1, eval_samples_done=5)
+        assert (rnd.eval_samples, rnd.eval_samples_done) == (0, 5)
         old = store.get_campaign("c-old", team_id=None)
         assert old is not None and old.status is S.RUNNING
         assert (old.teacher_updates, old.teacher_updates_done, old.teacher_loss) == (0, 0, None)

@@ -9,6 +9,13 @@ import {
 // Charts in a grid of panels: a smaller canvas, so their text reads as large as the main chart's.
 const PANEL = { width: 440, height: 270 };
 
+// While a round evaluates: the samples drawn of those its FIDs need (its student's, then DDIM's).
+function evalProgress(r) {
+  if (r.status !== 'evaluating' || !r.eval_samples) return null;
+  return h('span', { class: 'muted small', 'data-eval': '' },
+    ` ${fmtCount(r.eval_samples_done)} / ${fmtCount(r.eval_samples)} samples`);
+}
+
 export function roundTable(rounds) {
   const fid = () => h('abbr', { title: 'Fréchet Inception Distance (lower is better)' }, 'FID');
   return h('table', { class: 'data', id: 'rounds' },
@@ -28,7 +35,7 @@ export function roundTable(rounds) {
     h('tbody', {}, rounds.map((r) => h('tr', { 'data-round': r.k },
       h('th', { scope: 'row', class: 'num' }, String(r.k)),
       h('td', { 'data-col': 'steps' }, `${r.teacher_steps} → ${r.student_steps}`),
-      h('td', { 'data-col': 'status' }, badge(r.status)),
+      h('td', { 'data-col': 'status' }, badge(r.status), evalProgress(r)),
       h('td', { class: 'num', 'data-col': 'updates' }, `${fmtCount(r.updates_done)} / ${fmtCount(r.updates)}`),
       h('td', { class: 'num', 'data-col': 'lr' }, fmtLr(r.lr)),
       h('td', { class: 'num', 'data-col': 'loss' }, fmtNum(r.loss)),
