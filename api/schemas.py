@@ -62,6 +62,8 @@ class TeacherOut(_Out):
         "student is distilled from (same feature network and samples as the rounds' FIDs)."
     )
     samples_url: str | None = Field(description="Its sample grid (PNG), once evaluated.")
+    eval_samples: int = Field(description="Samples its evaluation draws (the spec's).")
+    eval_samples_done: int = Field(description="Of those, drawn so far.")
 
 
 class CampaignOut(_Out):

@@ -62,6 +62,8 @@ def teacher_out(c: CampaignView, storage: Storage) -> TeacherOut:
         samples_url=(
             f"/v1/campaigns/{c.id}/teacher/samples.png" if c.teacher_fid is not None else None
         ),
+        eval_samples=c.spec["evaluation"]["samples"],
+        eval_samples_done=c.teacher_eval_samples_done,
     )
 
 

@@ -40,6 +40,8 @@ def round_line(r: dict[str, Any]) -> str:
 
 def teacher_line(t: dict[str, Any]) -> str:
     fid = f", FID {t['fid']:.2f} at {t['steps']} steps" if t.get("fid") is not None else ""
+    if not fid and t.get("eval_samples_done"):
+        fid = f", evaluating {t['eval_samples_done']}/{t['eval_samples']} samples"
     if t["source"] == "checkpoint":
         return f"teacher (from a checkpoint): {t['status']}{fid}"
     line = f"teacher: {t['status']}, {t['updates_done']}/{t['updates']} updates"

@@ -203,12 +203,17 @@ class ProgressWriter:
             fid = self.teacher.get("teacher_fid")  # read until found, then kept
             if fid is None:
                 fid = _finite((snap.record("teacher-eval") or {}).get("fid"))
+            samples = self.spec.evaluation.samples
+            if fid is None:  # evaluating (or about to): the samples it has drawn
+                drawn_now = drawn(snap.history(f"campaign/{self.spec.name}", EVAL_SAMPLES))
+                samples = min(drawn_now, samples)
             return {
                 "teacher_updates": planned,
                 "teacher_updates_done": planned,
                 "teacher_loss": _finite(record.get("final_loss")),
                 "teacher_finished_at": stored.teacher_finished_at or utcnow(),
                 "teacher_fid": fid,
+                "teacher_eval_samples_done": samples,
             }
         fields: dict[str, Any] = {"teacher_updates": planned, "teacher_finished_at": None}
         key = f"campaign/{self.spec.name}"

@@ -41,6 +41,7 @@ CAMPAIGN_FIELDS = frozenset(
         "teacher_loss",
         "teacher_finished_at",
         "teacher_fid",
+        "teacher_eval_samples_done",
     }
 )
 _ROUND_ACTIVE = (RoundStatus.TUNING, RoundStatus.TRAINING, RoundStatus.EVALUATING)

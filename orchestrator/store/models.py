@@ -156,12 +156,14 @@ class Campaign(Base):
     rounds_total: Mapped[int] = mapped_column(Integer)
     best_fid: Mapped[float | None] = mapped_column(Float, default=None)
     # The teacher stage: planned updates (0 when loaded from a checkpoint), done, latest loss,
-    # when the teacher was ready (trained or loaded), and its FID at the spec's steps.start.
+    # when the teacher was ready (trained or loaded), its FID at the spec's steps.start and the
+    # samples its evaluation has drawn for it.
     teacher_updates: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     teacher_updates_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     teacher_loss: Mapped[float | None] = mapped_column(Float, default=None)
     teacher_finished_at: Mapped[datetime | None] = mapped_column(default=None)
     teacher_fid: Mapped[float | None] = mapped_column(Float, default=None)
+    teacher_eval_samples_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)

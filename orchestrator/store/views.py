@@ -56,6 +56,7 @@ class CampaignView:
     teacher_loss: float | None
     teacher_finished_at: datetime | None
     teacher_fid: float | None
+    teacher_eval_samples_done: int
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None

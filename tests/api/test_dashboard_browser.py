@@ -205,22 +205,32 @@ def test_a_running_campaign_is_cancelled_from_its_page(page: Page, stack: Stack)
     expect(status).to_have_text("running", timeout=300_000)
     expect(page.get_by_role("button", name="Resume")).to_be_hidden()
     stack.shot(page, "03-campaign-running")
-    # A round that evaluates shows how many of its samples are drawn. This one is cancelled
-    # long before it evaluates: its rounds reach the page as the API sends them, but evaluating.
-    drawn = 16
+    # A round or a teacher that evaluates shows how many of its samples are drawn. This campaign
+    # is cancelled long before it evaluates: its teacher and rounds reach the page as the API
+    # sends them, but evaluating.
+    drawn, samples = 16, TINY["evaluation"]["samples"]
 
-    def evaluating(route: Route) -> None:
+    def teacher_evaluating(route: Route) -> None:
+        c = route.fetch().json()
+        route.fulfill(
+            json=c | {"teacher": c["teacher"] | {"fid": None, "eval_samples_done": drawn}}
+        )
+
+    def round_evaluating(route: Route) -> None:
         first, *rest = route.fetch().json()
         route.fulfill(json=[{**first, "status": "evaluating", "eval_samples_done": drawn}, *rest])
 
-    rounds = f"**/v1/campaigns/{cid}/rounds"
-    page.route(rounds, evaluating)
-    total = 2 * TINY["evaluation"]["samples"]  # the student's and DDIM's
-    expect(page.locator("#rounds tr[data-round='1'] [data-eval]")).to_have_text(
-        f"{drawn} / {total} samples"
-    )
-    page.unroute(rounds)
-    expect(page.locator("#rounds tr[data-round='1'] [data-eval]")).to_have_count(0)
+    served = {f"**/v1/campaigns/{cid}": teacher_evaluating}
+    served[f"**/v1/campaigns/{cid}/rounds"] = round_evaluating
+    for url, handler in served.items():
+        page.route(url, handler)
+    evaluating = page.locator("#rounds tr[data-round='1'] [data-eval]")
+    expect(evaluating).to_have_text(f"{drawn} / {2 * samples} samples")  # student's and DDIM's
+    expect(page.locator("#teacher-fid")).to_have_text(f"evaluating: {drawn} / {samples} samples")
+    for url in served:
+        page.unroute(url)
+    expect(evaluating).to_have_count(0)
+    expect(page.locator("#teacher-fid")).to_have_text("—")
 
     page.get_by_role("button", name="Cancel campaign").click()
     expect(page.get_by_role("group", name="Confirm cancel")).to_be_visible()

@@ -403,6 +403,8 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         "steps": 2,
         "fid": None,
         "samples_url": None,
+        "eval_samples": 32,
+        "eval_samples_done": 0,
     }
     loaded = submit(client, vision, teacher={"checkpoint": "s3://models/teacher.safetensors"})
     assert (loaded["teacher"]["source"], loaded["teacher"]["updates"]) == ("checkpoint", 0)
@@ -465,6 +467,8 @@ def test_teacher_progress_counts_like_a_round(client: TestClient, settings: Sett
         r = client.get(grid_url, headers=vision)
         assert r.status_code == 404
         assert r.json()["detail"] == f"the teacher of campaign {c['id']} has not been evaluated yet"
+        store.update_campaign(c["id"], teacher_eval_samples_done=16)  # its evaluation runs
+        assert get(c["id"])["teacher"]["eval_samples_done"] == 16
         store.update_campaign(c["id"], teacher_fid=12.5)
         assert (get(c["id"])["teacher"]["fid"], get(c["id"])["teacher"]["samples_url"]) == (
             12.5,

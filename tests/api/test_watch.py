@@ -17,7 +17,7 @@ from api_harness import TINY, idle_server, wait_for
 from rich.console import Console
 
 from api.client import Client
-from api.watch import round_line, watch
+from api.watch import round_line, teacher_line, watch
 from orchestrator import ray_head
 from orchestrator.store import CampaignStatus, RoundStatus, Store
 
@@ -130,3 +130,9 @@ def test_an_evaluating_round_says_how_many_of_its_samples_are_drawn() -> None:
     assert round_line(r) == said
     # A round made before the store counted its samples (0 of 0) says nothing of them.
     assert "samples" not in round_line(r | {"eval_samples": 0, "eval_samples_done": 0})
+    # The teacher's own evaluation, until its FID is known.
+    t = {"source": "train", "status": "ready", "updates_done": 30, "updates": 30, "loss": 0.5}
+    t |= {"steps": 4, "fid": None, "eval_samples": 32, "eval_samples_done": 16}
+    said = "teacher: ready, 30/30 updates, loss 0.5, evaluating 16/32 samples"
+    assert teacher_line(t) == said
+    assert teacher_line(t | {"fid": 12.5}).endswith("loss 0.5, FID 12.50 at 4 steps")

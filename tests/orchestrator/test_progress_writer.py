@@ -114,7 +114,8 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         # Its last attempt went on from update 10 and has logged nothing yet.
         assert status == "round 1/2 (4→2 steps): training, resuming from update 10/40"
         writer.poll(snap)
-        assert reads == [TRAIN_LOSS, TRAIN_START]
+        # And the teacher's evaluation's progress, from the campaign's run, until its FID is in.
+        assert reads == [TRAIN_LOSS, TRAIN_START, EVAL_SAMPLES]
         got = store.get_campaign(made.id, team_id=None)
         assert got is not None and got.teacher_finished_at is not None
         assert (got.teacher_updates_done, got.teacher_loss, got.teacher_fid) == (300, 0.25, None)
@@ -136,11 +137,16 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         assert all([n[3] for n in notes].count(d) == 1 for d in said)
         assert not store.note(made.id, "x", actor="driver", only_submission="another job")
 
-        # The teacher's evaluation (beside round 1's training) gives its FID at its 4 steps.
-        c.write_record("teacher-eval", {"steps": 4, "fid": 42.5, "samples": 32})
+        # The teacher's evaluation (beside round 1's training) draws its 1000 samples, then
+        # gives its FID at its 4 steps.
+        tracker.metrics(c.campaign_run(tracker), {EVAL_SAMPLES: 500}, step=500)
         writer.poll(Snapshot(c, tracker))
         got = store.get_campaign(made.id, team_id=None)
-        assert got is not None and got.teacher_fid == 42.5
+        assert got is not None and (got.teacher_fid, got.teacher_eval_samples_done) == (None, 500)
+        c.write_record("teacher-eval", {"steps": 4, "fid": 42.5, "samples": 1000})
+        writer.poll(Snapshot(c, tracker))
+        got = store.get_campaign(made.id, team_id=None)
+        assert got is not None and (got.teacher_fid, got.teacher_eval_samples_done) == (42.5, 1000)
 
         # Round 1 trained; its evaluation drew 500 and 1000 of its 2 × 1000 samples, then (its
         # process lost) started again and drew 500: that attempt's count is its progress.

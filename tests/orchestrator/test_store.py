@@ -162,6 +162,7 @@ def test_migrations_keep_existing_campaigns(db_url: str) -> None:
         old = store.get_campaign("c-old", team_id=None)
         assert old is not None and old.status is S.RUNNING
         assert (old.teacher_updates, old.teacher_updates_done, old.teacher_loss) == (0, 0, None)
+        assert old.teacher_eval_samples_done == 0
         got = store.update_campaign("c-old", teacher_updates_done=5, teacher_loss=0.25)
         assert (got.teacher_updates_done, got.teacher_loss) == (5, 0.25)
 

@@ -42,6 +42,13 @@ function teacherFact(t) {
   return fact('Teacher', h('span', { id: 'teacher' }, ...parts));
 }
 
+// Its FID at its own steps; while its evaluation runs, the samples drawn of those it needs.
+function teacherFid(t) {
+  if (Number.isFinite(t.fid)) return `${fmtFid(t.fid)} at ${t.steps} steps`;
+  if (t.eval_samples_done > 0) return `evaluating: ${fmtCount(t.eval_samples_done)} / ${fmtCount(t.eval_samples)} samples`;
+  return fmtFid(null);
+}
+
 // Where a ready teacher is kept: a new campaign can start from it (its spec's teacher.checkpoint);
 // the same file can be downloaded from the API.
 function teacherUriFacts(t) {
@@ -148,8 +155,7 @@ export function campaignView(main, ctx) {
       fact('Round', `${c.current_round ?? 0} of ${c.rounds_total}`),
       fact('Progress', progressEl(c.progress, 'Campaign progress')),
       fact('Best FID', fmtFid(c.best_fid)),
-      fact('Teacher FID', h('span', { id: 'teacher-fid' },
-        Number.isFinite(c.teacher.fid) ? `${fmtFid(c.teacher.fid)} at ${c.teacher.steps} steps` : fmtFid(null))),
+      fact('Teacher FID', h('span', { id: 'teacher-fid' }, teacherFid(c.teacher))),
       fact('Priority', String(c.priority)),
       fact('GPUs', String(c.gpus)),
       fact('Created', timeEl(c.created_at)),
