@@ -38,8 +38,8 @@ class StoreCollector(Collector):
         notes, requeues = self.store.restart_counts()
         yield CounterMetricFamily(
             "pdistill_training_restarts",
-            "Times the teacher's or a round's training started again (a process, Train worker "
-            "or node lost; a campaign resumed), from the campaigns' histories",
+            "Times the teacher's or a round's training or evaluation started again (a process, "
+            "Train worker or node lost; a campaign resumed), from the campaigns' histories",
             value=notes,
         )
         yield CounterMetricFamily(

@@ -96,7 +96,7 @@ class CampaignOut(_Out):
 
 class HistoryEntry(_Out):
     """One entry of a campaign's history: a status change, or something that happened while it
-    ran (a round's training that started again)."""
+    ran (a round's training or evaluation that started again)."""
 
     at: datetime
     from_status: CampaignStatus | None = Field(description="None: the campaign was created.")

@@ -30,6 +30,7 @@ from orchestrator.history import (
     TRAIN_START,
     at,
     drawn,
+    redrawn,
     restarts,
 )
 from orchestrator.jobs import storage_name
@@ -131,7 +132,7 @@ class ProgressWriter:
         if train is not None:
             updates_done, loss = p.updates, _finite(train.get("final_loss"))
             if status is RoundStatus.EVALUATING:
-                eval_done = drawn(snap.history(key, EVAL_SAMPLES))
+                eval_done = self._eval_progress(snap.history(key, EVAL_SAMPLES), f"round {p.round}")
             else:
                 eval_done = self.spec.round_eval_samples
         elif status is RoundStatus.TRAINING:
@@ -205,8 +206,8 @@ class ProgressWriter:
                 fid = _finite((snap.record("teacher-eval") or {}).get("fid"))
             samples = self.spec.evaluation.samples
             if fid is None:  # evaluating (or about to): the samples it has drawn
-                drawn_now = drawn(snap.history(f"campaign/{self.spec.name}", EVAL_SAMPLES))
-                samples = min(drawn_now, samples)
+                history = snap.history(f"campaign/{self.spec.name}", EVAL_SAMPLES)
+                samples = min(self._eval_progress(history, "the teacher"), samples)
             return {
                 "teacher_updates": planned,
                 "teacher_updates_done": planned,
@@ -227,20 +228,32 @@ class ProgressWriter:
 
     def _note_restarts(self, starts: list[Any], history: list[Any], stage: str) -> None:
         """Each time the training of `stage` started again (its process, a Train worker or a
-        node lost; the campaign resumed), once in the campaign's history, with where it went on
-        from and how far it had got: drivers that come later read what was noted before them."""
-        if self.noted is None:
-            self.noted = {e.detail for e in self.store.audit(self.campaign_id) if e.detail}
+        node lost; the campaign resumed), with where it went on from and how far it had got."""
         for n, (start, before) in enumerate(restarts(starts, history), start=1):
             went_on = f"its saved update {start}" if start else "the beginning"
             got = "nothing" if before is None else f"update {before}"
-            detail = (
+            self._note(
                 f"{stage}'s training started again (restart {n}) from {went_on}; {got} had "
                 "been logged"
             )
-            if detail not in self.noted:
-                self.store.note(self.campaign_id, detail, actor=ACTOR, only_submission=self.sid)
-                self.noted.add(detail)
+
+    def _eval_progress(self, history: list[Any], stage: str) -> int:
+        """The samples the evaluation of `stage` has drawn; each time it started again (its
+        process or node lost: Ray runs it again from its first sample), noted."""
+        for n, before in enumerate(redrawn(history), start=1):
+            self._note(
+                f"{stage}'s evaluation started again (restart {n}); {before} samples had been drawn"
+            )
+        return drawn(history)
+
+    def _note(self, detail: str) -> None:
+        """`detail` once in the campaign's history, however often it is polled and by however
+        many drivers: those that come later read what was noted before them."""
+        if self.noted is None:
+            self.noted = {e.detail for e in self.store.audit(self.campaign_id) if e.detail}
+        if detail not in self.noted:
+            self.store.note(self.campaign_id, detail, actor=ACTOR, only_submission=self.sid)
+            self.noted.add(detail)
 
     def _campaign(self, snap: Snapshot) -> None:
         started = [k for k, r in self.rounds.items() if r["status"] is not RoundStatus.PENDING]

@@ -76,6 +76,13 @@ def drawn(history: list[Metric]) -> int:
     return int(max(history, key=_logged).step) if history else 0
 
 
+def redrawn(history: list[Metric]) -> list[int]:
+    """Each time an evaluation started again (its process or node lost), known once it logged
+    its first batch again (`EVAL_SAMPLES` steps back): the samples it had drawn before."""
+    points, backs = _starts(history)
+    return [int(points[i - 1].step) for i in backs]
+
+
 def at(history: list[Metric], starts: Sequence[Metric] = ()) -> tuple[int, float | None]:
     """(the update a stage's training is at, its loss there) from its loss history and its
     attempts' starts: the current attempt's last point; before that attempt logs one, the

@@ -159,6 +159,8 @@ def test_a_poll_reads_each_history_once_and_fills_a_campaign_made_before_0002(
         first = store.rounds(made.id)[0]
         assert (first.status, first.updates_done, first.loss) == (RoundStatus.EVALUATING, 40, 0.2)
         assert (first.eval_samples, first.eval_samples_done) == (2000, 500)
+        said = "round 1's evaluation started again (restart 1); 1000 samples had been drawn"
+        assert [e.detail for e in store.audit(made.id)].count(said) == 1
         c.write_record("round-1-eval", {"steps": 2, "fid": 9.5, "ddim_fid": 20.0})
         writer.poll(Snapshot(c, tracker))
         first = store.rounds(made.id)[0]
