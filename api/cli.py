@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from rich.table import Table
 from api.cli_errors import fail
 
 app = typer.Typer(help="Progressive distillation of diffusion models.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # a path or an id is never cut in two
 DEFAULT_CACHE = Path.home() / ".cache" / "pdistill"
 
 
@@ -91,6 +92,7 @@ def run(
 ) -> None:
     """Run a campaign on Ray: the cluster at PDISTILL_RAY_ADDRESS, or a local one started now."""
     from api.cli_server import refuse_unreachable_storage
+    from api.progress import say
     from orchestrator.campaign import run_campaign
     from orchestrator.ray_cluster import connect, short_of
     from orchestrator.report import plot_fid_vs_steps
@@ -109,8 +111,9 @@ def run(
     settings = Settings()
     refuse_unreachable_storage(spec.storage or settings.storage_uri)  # before a Ray head starts
     with connect(settings) as where:
-        console.log(
-            f"campaign {spec.name} on {where}; storage {spec.storage or settings.storage_uri}"
+        say(
+            console,
+            f"campaign {spec.name} on {where}; storage {spec.storage or settings.storage_uri}",
         )
         if (why := short_of(spec)) is not None:
             if not settings.ray_address:  # a Ray of this machine's size: it would wait forever
@@ -120,9 +123,9 @@ def run(
                     "a larger cluster",
                     2,
                 )
-            console.log(f"waiting for the cluster to grow: {why}")
+            say(console, f"waiting for the cluster to grow: {why}")
         try:
-            report = run_campaign(spec, settings, on_status=console.log)
+            report = run_campaign(spec, settings, on_status=partial(say, console))
         except SpecError as exc:
             raise fail(exc, 2) from exc
         except (StageError, StorageError, DatasetError, CheckpointError, FeatureNetError) as exc:

@@ -28,7 +28,7 @@ from api.watch import history_line, rounds_table, teacher_line
 from api.watch import watch as follow
 from orchestrator.settings import Settings
 
-console = Console()
+console = Console(soft_wrap=True)  # a path or an id is never cut in two
 if not console.is_terminal:  # pipes and logs: whole ids and statuses, not 80 truncated columns
     console.width = max(console.width, 160)
 

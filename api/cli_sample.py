@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from api.cli_errors import err, fail
 
-console = Console()
+console = Console(soft_wrap=True)  # a path or an id is never cut in two
 
 
 def _png_path(out: Path) -> Path:

@@ -42,7 +42,7 @@ TOKEN_FILE = "demo-token"
 DEFAULT_SPEC = Path("examples/mnist-demo.yaml")
 UP_TIMEOUT_S = 120.0
 
-console = Console()
+console = Console(soft_wrap=True)  # a path or an id is never cut in two
 if not console.is_terminal:  # `make demo > log`: whole round tables, not 80 truncated columns
     console.width = max(console.width, 160)
 

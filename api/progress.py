@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -15,6 +16,16 @@ from rich.progress import (
 )
 
 from workers.training import ProgressFn
+
+
+def say(console: Console, text: str) -> None:
+    """One line of progress: logged (time, source) on a terminal; elsewhere (CI logs, pipes)
+    plain, with its time, and never wrapped, so that it reads and searches whole."""
+    if console.is_terminal:
+        console.log(text)
+    else:
+        stamped = f"{time.strftime('%H:%M:%S')} {text}"
+        console.print(stamped, soft_wrap=True, markup=False, highlight=False)
 
 
 class RichProgress:
@@ -44,23 +55,43 @@ class RichProgress:
         self.bars.__exit__(None, None, None)
 
     def note(self, text: str) -> None:
-        self.console.log(text)
+        say(self.console, text)
 
     def task(self, description: str, total: int) -> ProgressFn:
+        """A training's bar: updates done of `total`, with the latest loss."""
+        show = self._bar(description, total, "updates")
+
+        def update(done: int, total_: int, loss: float) -> None:
+            show(done, f"{loss:.4g}")
+
+        return update
+
+    def count(self, description: str, total: int) -> Callable[[int], None]:
+        """An evaluation's bar: samples drawn of `total`; the function hears of each n drawn."""
+        show = self._bar(description, total, "samples")
+        drawn = [0]
+
+        def add(n: int) -> None:
+            drawn[0] += n
+            show(drawn[0], "-")
+
+        return add
+
+    def _bar(self, description: str, total: int, unit: str) -> Callable[[int, str], None]:
+        """(done, loss text) → the bar; when not a terminal, a line every 30 s and at the end."""
         task_id = self.bars.add_task(description, total=total, loss="-")
         started = time.monotonic()
         last_line = [started]
 
-        def update(done: int, total_: int, loss: float) -> None:
-            self.bars.update(task_id, completed=done, loss=f"{loss:.4g}")
+        def show(done: int, loss: str) -> None:
+            self.bars.update(task_id, completed=done, loss=loss)
             now = time.monotonic()
             if not self.console.is_terminal and (
-                now - last_line[0] > self._plain_every or done == total_
+                now - last_line[0] > self._plain_every or done == total
             ):
                 last_line[0] = now
-                eta = (now - started) / done * (total_ - done)
-                self.console.log(
-                    f"{description}: {done}/{total_} updates, loss {loss:.4g}, eta {eta:.0f}s"
-                )
+                eta = (now - started) / max(done, 1) * (total - done)
+                said = f", loss {loss}" if loss != "-" else ""
+                say(self.console, f"{description}: {done}/{total} {unit}{said}, eta {eta:.0f}s")
 
-        return update
+        return show

@@ -13,6 +13,7 @@ import torch
 
 from orchestrator.history import EVAL_SAMPLES
 from orchestrator.local import feature_net
+from orchestrator.tracking import Throttle
 from workers.accel import prepare
 from workers.checkpoint import load_unet
 from workers.data import ImageDataset, load_dataset
@@ -67,19 +68,19 @@ def evaluate_stage(
     }
     started = time.perf_counter()
     tracker = c.tracker() if tracker_run is not None else None
-    drawn = 0
+    pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
+    drawn, total, due = 0, len(noise) * len(pairs), Throttle()
 
     def on_batch(n: int) -> None:  # its progress, for the driver (and MLflow's UI)
         nonlocal drawn
         drawn += n
-        if tracker is not None and tracker_run is not None:
+        if tracker is not None and tracker_run is not None and due(last=drawn == total):
             tracker.metrics(tracker_run, {EVAL_SAMPLES: drawn}, step=drawn)
 
     cache = c.compile_cache(accel)
     cache.load()
     grids: dict[str, bytes] = {}  # MLflow artifacts
     tags: dict[str, str] = {}  # MLflow tags
-    pairs = [("fid", uri)] + ([("ddim_fid", teacher_uri)] if teacher_uri else [])
     for key, model_uri in pairs:
         net, _ = load_unet(model_uri)
         ev = evaluate(

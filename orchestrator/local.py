@@ -45,6 +45,10 @@ class RunError(RuntimeError):
 
 class Progress(Protocol):
     def task(self, description: str, total: int) -> ProgressFn: ...
+    def count(self, description: str, total: int) -> Callable[[int], None]:
+        """A bar of `total` samples; the function hears of each n drawn."""
+        ...
+
     def note(self, text: str) -> None: ...
 
 
@@ -151,6 +155,7 @@ class LocalRun:
 
     def _evaluate(self, net: UNet, steps: int, name: str) -> Evaluation:
         self.progress.note(f"evaluating {name} at {steps} steps ({len(self.noise)} samples)")
+        drawn = self.progress.count(f"{name} at {steps} steps: FID samples", len(self.noise))
         ev = evaluate(
             prepare(net, self.accel),
             noise=self.noise,
@@ -159,6 +164,7 @@ class LocalRun:
             features=self.features,
             reference=self.reference,
             batch_size=self.spec.evaluation.batch_size,
+            on_batch=drawn,
         )
         save_samples(
             ev.images,

@@ -24,7 +24,7 @@ from orchestrator.ray_round import RoundJob, student_from_train_checkpoint, trai
 from orchestrator.settings import Settings
 from orchestrator.spec import CampaignSpec, RoundPlan, plan_rounds
 from orchestrator.storage import Storage, StorageError
-from orchestrator.tracking import Tracker, open_tracker
+from orchestrator.tracking import Throttle, Tracker, open_tracker
 from workers.accel import Accel
 from workers.checkpoint import (
     checkpoint_bytes,
@@ -46,16 +46,14 @@ class StageError(RuntimeError):
 TEACHER_STATE = "teacher-training-state.pt"  # while the teacher trains: where it resumes from
 
 
-def teacher_logger(tracker: Tracker, run_id: str, *, every_s: float = 2.0) -> ProgressFn:
-    """An `on_progress` for teacher training that logs its loss to MLflow at most every
-    `every_s` seconds (a log point on a GPU can come every few milliseconds) and at the end."""
-    last = -math.inf
+def teacher_logger(tracker: Tracker, run_id: str) -> ProgressFn:
+    """An `on_progress` for teacher training that logs its loss to MLflow at most every 2 s
+    (a log point on a GPU can come every few milliseconds) and at the end."""
+    due = Throttle()
 
     def log(update: int, total: int, loss: float) -> None:
-        nonlocal last
-        if update == total or time.monotonic() - last >= every_s:
+        if due(last=update == total):
             tracker.metrics(run_id, {TEACHER_LOSS: loss}, step=update)
-            last = time.monotonic()
 
     return log
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import tempfile
 import time
@@ -91,6 +92,21 @@ def _build_sqlite_db(db: Path) -> None:
     if pending := [str(p) for p in side_files if p.exists()]:  # all connections are closed
         raise RuntimeError(f"building {db}: SQLite left {pending} after closing it; not moved")
     os.replace(tmp, db)
+
+
+class Throttle:
+    """Says yes at most every `seconds`, and always to the last call: for log points that come
+    every few milliseconds on a GPU (a teacher's updates, an evaluation's batches)."""
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds, self.at = seconds, -math.inf
+
+    def __call__(self, *, last: bool = False) -> bool:
+        now = time.monotonic()
+        if last or now - self.at >= self.seconds:
+            self.at = now
+            return True
+        return False
 
 
 class Tracker:

@@ -48,6 +48,9 @@ def test_local_run_prints_round_table_and_writes_report(tmp_path, cache_dir):
     proc = _cli("local-run", str(spec), "--out", str(out), "--cache-dir", str(cache_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "distilled FID" in proc.stdout and "teacher" in proc.stdout
+    # Not a terminal: each bar is a line now and then and at its end, evaluations' too.
+    assert "teacher training: 20/20 updates, loss " in proc.stdout, proc.stdout
+    assert "distilled at 1 steps: FID samples: 32/32 samples, eta 0s" in proc.stdout, proc.stdout
     report = json.loads((out / "report.json").read_text())
     assert [r["steps"] for r in report["rounds"]] == [1]
     assert (out / "fid_vs_steps.png").exists()

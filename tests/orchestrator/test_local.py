@@ -23,7 +23,7 @@ SPEC = {
 
 class Quiet:
     def __init__(self):
-        self.notes, self.tasks = [], []
+        self.notes, self.tasks, self.counts = [], [], {}
 
     def note(self, text):
         self.notes.append(text)
@@ -31,6 +31,14 @@ class Quiet:
     def task(self, description, total):
         self.tasks.append(description)
         return lambda done, total_, loss: None
+
+    def count(self, description, total):
+        self.counts[description] = [0, total]  # drawn of total
+
+        def add(n):
+            self.counts[description][0] += n
+
+        return add
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +66,9 @@ def test_report_has_every_round_and_artifacts(finished):
         with __import__("numpy").load(out / "samples" / f"{name}.npz") as z:
             assert z["images"].shape == (64, 8, 8, 1) and z["images"].dtype.name == "uint8"
     assert progress.tasks == ["teacher training", "round 1/2: 4→2 steps", "round 2/2: 2→1 steps"]
+    # Each evaluation's bar counted its samples to the end.
+    evaluated = ["teacher at 4", "distilled at 2", "ddim at 2", "distilled at 1", "ddim at 1"]
+    assert progress.counts == {f"{e} steps: FID samples": [64, 64] for e in evaluated}
 
 
 def test_checkpoints_carry_their_config(finished):

@@ -95,7 +95,8 @@ def test_mlflow_nests_campaign_rounds_trials(finished, settings):
                 assert z["images"].shape == (SPEC["evaluation"]["samples"], 8, 8, 1)
         assert r.data.tags["pdistill.checkpoint"].startswith("s3://")
         assert "lr" in r.data.params
-        # Its evaluation's progress, a batch of 64 at a time: its student's, then DDIM's.
+        # Its evaluation's progress (its first batch, then at most every 2 s, and its end): its
+        # student's 64 samples, then DDIM's.
         drawn = client.get_metric_history(r.info.run_id, "eval/samples")
         assert [m.step for m in sorted(drawn, key=lambda m: (m.timestamp, m.step))] == [64, 128]
     assert all("val/distill_loss" in t.data.metrics for t in kinds["trial"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from orchestrator.tracking import EXPERIMENT, Tracker
+from orchestrator.tracking import EXPERIMENT, Throttle, Tracker
 
 
 def test_trackers_opening_a_fresh_sqlite_db_at_once_all_succeed(tmp_path: Path) -> None:
@@ -68,3 +68,10 @@ def test_a_tracker_killed_while_building_a_fresh_sqlite_db_leaves_it_usable(tmp_
     tracker.metrics(run_id, {"loss": 1.5})
     assert [m.value for m in tracker.history("k", "loss")] == [1.5]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.init-lock"]
+
+
+def test_a_throttle_says_yes_first_then_at_most_every_period_and_always_at_the_end() -> None:
+    due = Throttle(seconds=3600)
+    assert [due(), due(), due(), due(last=True), due()] == [True, False, False, True, False]
+    no_wait = Throttle(seconds=0)
+    assert no_wait() and no_wait()
