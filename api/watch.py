@@ -24,11 +24,18 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _drawn(r: dict[str, Any]) -> str:
+    """'16/64' while a round evaluates (of a round made before the store counted them: '')."""
+    if r["status"] != "evaluating" or not r.get("eval_samples"):
+        return ""
+    return f"{r['eval_samples_done']}/{r['eval_samples']}"
+
+
 def round_line(r: dict[str, Any]) -> str:
     head = f"round {r['k']} ({r['teacher_steps']}→{r['student_steps']} steps): {r['status']}"
     parts = [f"{r['updates_done']}/{r['updates']} updates"]
-    if r["status"] == "evaluating" and r.get("eval_samples"):
-        parts.append(f"{r['eval_samples_done']}/{r['eval_samples']} samples")
+    if drawn := _drawn(r):
+        parts.append(f"{drawn} samples")
     if r.get("loss") is not None:
         parts.append(f"loss {r['loss']:.4g}")
     if r.get("lr") is not None:
@@ -68,7 +75,7 @@ def rounds_table(campaign: dict[str, Any], rounds: list[dict[str, Any]]) -> Tabl
         table.add_row(
             str(r["k"]),
             f"{r['teacher_steps']}→{r['student_steps']}",
-            r["status"],
+            f"{r['status']} {drawn}" if (drawn := _drawn(r)) else r["status"],
             f"{r['updates_done']}/{r['updates']}",
             _fmt(r.get("lr"), ".3g"),
             _fmt(r.get("loss"), ".4g"),

@@ -17,7 +17,7 @@ from api_harness import TINY, idle_server, wait_for
 from rich.console import Console
 
 from api.client import Client
-from api.watch import round_line, teacher_line, watch
+from api.watch import round_line, rounds_table, teacher_line, watch
 from orchestrator import ray_head
 from orchestrator.store import CampaignStatus, RoundStatus, Store
 
@@ -136,3 +136,7 @@ def test_an_evaluating_round_says_how_many_of_its_samples_are_drawn() -> None:
     said = "teacher: ready, 30/30 updates, loss 0.5, evaluating 16/32 samples"
     assert teacher_line(t) == said
     assert teacher_line(t | {"fid": 12.5}).endswith("loss 0.5, FID 12.50 at 4 steps")
+    # `pdistill status`'s table too.
+    console = Console(record=True, width=160)
+    console.print(rounds_table({"id": "c-1", "name": "n", "status": "running", "teacher": t}, [r]))
+    assert "evaluating 16/64" in console.export_text()
