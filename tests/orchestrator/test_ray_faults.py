@@ -502,3 +502,35 @@ def test_a_round_whose_workers_are_never_placed_fails_in_time_and_resumes_once_t
     assert [r["round"] for r in report["rounds"]] == [1]
     assert _history(client, "campaign/ray-unplaced", TEACHER_LOSS) == teacher  # not retrained
     assert _loss_history(client, "campaign/ray-unplaced/round-1")[-1] == 20
+
+
+# Slow (`bash bench/slow_checks.sh`): the test above checks the bound and the round's words;
+# this one the words the LR search gives when none of its trials' workers are placed.
+@pytest.mark.slow
+def test_lr_trials_whose_workers_are_never_placed_fail_in_time_and_say_why(ray_cluster, settings):
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    spec = {
+        **KILL_SPEC,
+        "name": "ray-unplaced-tune",
+        "distill": {"updates": 20, "batch_size": 32, "checkpoint_every": 10},
+        "tune": {"enabled": True, "trials": 2, "trial_updates": 10},
+    }
+    held = placement_group([{"CPU": 1}])  # of 2: the teacher fits, no 2-worker group does
+    ray.get(held.ready(), timeout=60)
+    try:
+        bounded = settings.model_copy(update={"placement_timeout_s": 3})
+        thread, outcome = _run_in_thread(spec, bounded)
+        thread.join(timeout=300)
+        assert not thread.is_alive(), "the LR search still waits for its workers after 300 s"
+    finally:
+        remove_placement_group(held)
+    said = (
+        "round 1: no LR-search trial finished its 10 updates (0 of 2 reported; errors: 2; the "
+        "first: RuntimeError: its 2 Ray Train worker(s) (1 CPU and 0 GPU each, resources.*) "
+        "were not placed within 3 s (PDISTILL_PLACEMENT_TIMEOUT_S); the cluster has "
+    )
+    assert isinstance(outcome.get("error"), StageError) and said in str(outcome["error"]), outcome
+    assert said in _stored_status("ray-unplaced-tune")["reason"]
+    assert _stored("store/campaigns/ray-unplaced-tune/stages/teacher.json")  # kept
