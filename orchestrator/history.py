@@ -1,6 +1,7 @@
-"""A stage's loss history as MLflow gives it (in no set order): the attempts of a stage that
-started again (a lost process, Train worker or node; a resumed campaign) and where from, the
-points that lead to the model it holds now, and a progress line with an ETA."""
+"""A stage's histories as MLflow gives them (in no set order): the attempts of a training
+that started again (a lost process, Train worker or node; a resumed campaign) and where from,
+the points that lead to the model it holds now, a progress line with an ETA; the samples an
+evaluation has drawn, and its restarts."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def _logged(m: Metric) -> tuple[int, int]:
 
 
 def _starts(history: list[Metric]) -> tuple[list[Metric], list[int]]:
-    """A loss history in the order it was logged, and where its stage started again (a stage
-    that restarts logs from an earlier update again)."""
+    """A history in the order it was logged, and where its stage started again (a stage that
+    restarts logs an earlier update, or sample count, again)."""
     points = sorted(history, key=_logged)
     return points, [i for i in range(1, len(points)) if points[i].step <= points[i - 1].step]
 
