@@ -461,30 +461,38 @@ def test_placement_bound_turns_the_timeout_into_ray_trains_start_waits(monkeypat
     assert os.environ[START_ENV] == "120"
 
 
-def test_a_round_whose_workers_are_never_placed_fails_in_time_and_resumes_once_they_are(
-    ray_cluster, settings
-):
-    """One of the cluster's 2 CPUs is held: the teacher and its evaluation (1 CPU each) run,
-    the round's 2 Train workers never fit. Ray Train would ask for them for ever; the round
-    fails once PDISTILL_PLACEMENT_TIMEOUT_S has passed, says why, and keeps the teacher, and
-    the same campaign resumes once the CPU is free (nothing of the failed attempt holds it)."""
+UNPLACED_SPEC = {
+    **KILL_SPEC,
+    "name": "ray-unplaced",
+    "distill": {"updates": 20, "batch_size": 32, "checkpoint_every": 10},
+}
+
+
+def _run_unplaced(spec: dict, settings) -> dict:
+    """Run `spec` with one of the cluster's 2 CPUs held (the teacher and its evaluation fit,
+    no 2-worker group does) and a 3 s placement bound; its outcome once it ended."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    spec = {
-        **KILL_SPEC,
-        "name": "ray-unplaced",
-        "distill": {"updates": 20, "batch_size": 32, "checkpoint_every": 10},
-    }
     held = placement_group([{"CPU": 1}])
     ray.get(held.ready(), timeout=60)
     try:
         bounded = settings.model_copy(update={"placement_timeout_s": 3})
         thread, outcome = _run_in_thread(spec, bounded)
         thread.join(timeout=300)
-        assert not thread.is_alive(), "the round still waits for its workers after 300 s"
+        assert not thread.is_alive(), "it still waits for its workers after 300 s"
     finally:
         remove_placement_group(held)
+    return outcome
+
+
+def test_a_round_whose_workers_are_never_placed_fails_in_time_and_resumes_once_they_are(
+    ray_cluster, settings
+):
+    """Ray Train would ask for the round's workers for ever; the round fails once
+    PDISTILL_PLACEMENT_TIMEOUT_S has passed, says why, and keeps the teacher, and the same
+    campaign resumes once the CPU is free (nothing of the failed attempt holds it)."""
+    outcome = _run_unplaced(UNPLACED_SPEC, settings)
     said = (
         "round 1: its 2 Ray Train worker(s) (1 CPU and 0 GPU each, resources.*) were not placed "
         "within 3 s (PDISTILL_PLACEMENT_TIMEOUT_S); the cluster has "
@@ -497,7 +505,9 @@ def test_a_round_whose_workers_are_never_placed_fails_in_time_and_resumes_once_t
     # The resume: bounded too, so that a placement group the failed attempt left would fail it
     # instead of hanging the test.
     report = run_campaign(
-        parse_spec(spec), settings.model_copy(update={"placement_timeout_s": 120}), poll_s=0.5
+        parse_spec(UNPLACED_SPEC),
+        settings.model_copy(update={"placement_timeout_s": 120}),
+        poll_s=0.5,
     )
     assert [r["round"] for r in report["rounds"]] == [1]
     assert _history(client, "campaign/ray-unplaced", TEACHER_LOSS) == teacher  # not retrained
@@ -508,24 +518,8 @@ def test_a_round_whose_workers_are_never_placed_fails_in_time_and_resumes_once_t
 # this one the words the LR search gives when none of its trials' workers are placed.
 @pytest.mark.slow
 def test_lr_trials_whose_workers_are_never_placed_fail_in_time_and_say_why(ray_cluster, settings):
-    import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
-
-    spec = {
-        **KILL_SPEC,
-        "name": "ray-unplaced-tune",
-        "distill": {"updates": 20, "batch_size": 32, "checkpoint_every": 10},
-        "tune": {"enabled": True, "trials": 2, "trial_updates": 10},
-    }
-    held = placement_group([{"CPU": 1}])  # of 2: the teacher fits, no 2-worker group does
-    ray.get(held.ready(), timeout=60)
-    try:
-        bounded = settings.model_copy(update={"placement_timeout_s": 3})
-        thread, outcome = _run_in_thread(spec, bounded)
-        thread.join(timeout=300)
-        assert not thread.is_alive(), "the LR search still waits for its workers after 300 s"
-    finally:
-        remove_placement_group(held)
+    tune = {"enabled": True, "trials": 2, "trial_updates": 10}
+    outcome = _run_unplaced({**UNPLACED_SPEC, "name": "ray-unplaced-tune", "tune": tune}, settings)
     said = (
         "round 1: no LR-search trial finished its 10 updates (0 of 2 reported; errors: 2; the "
         "first: RuntimeError: its 2 Ray Train worker(s) (1 CPU and 0 GPU each, resources.*) "
