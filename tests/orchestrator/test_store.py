@@ -123,8 +123,9 @@ def test_migrate_builds_the_schema_of_the_models(db_url: str) -> None:
 
 def test_migrations_keep_existing_campaigns(db_url: str) -> None:
     # A store made before the teacher's progress columns (0002) and the rounds' evaluation
-    # progress (0004): its campaigns read back with a teacher of 0 updates, its rounds with 0
-    # of 0 samples, and the new fields are writable.
+    # progress (0004): its campaigns read back with a teacher of 0 updates, its rounds with the
+    # samples their spec draws (all drawn once succeeded; 0 of 0 where the spec does not say),
+    # and the new fields are writable.
     from alembic import command
 
     from orchestrator.store.engine import make_engine
@@ -138,25 +139,35 @@ def test_migrations_keep_existing_campaigns(db_url: str) -> None:
                 text("INSERT INTO teams (id, name, gpu_quota, created_at) VALUES (1, 'a', 1, :t)"),
                 {"t": "2026-11-26 00:00:00+00:00"},
             )
-            conn.execute(
-                text(
-                    "INSERT INTO campaigns (id, team_id, name, spec, status, priority, gpus, "
-                    "rounds_total, created_at, updated_at) VALUES ('c-old', 1, 'old', '{}', "
-                    "'running', 0, 0, 1, :t, :t)"
-                ),
-                {"t": "2026-11-26 00:00:00+00:00"},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO rounds (campaign_id, k, teacher_steps, student_steps, updates, "
-                    "updates_done, status) VALUES ('c-old', 1, 4, 2, 10, 10, 'evaluating')"
+            made = {"c-old": "{}", "c-spec": '{"evaluation": {"samples": 8}}'}
+            for cid, spec in made.items():
+                conn.execute(
+                    text(
+                        "INSERT INTO campaigns (id, team_id, name, spec, status, priority, gpus, "
+                        "rounds_total, created_at, updated_at) VALUES (:id, 1, 'old', :spec, "
+                        "'running', 0, 0, 2, :t, :t)"
+                    ),
+                    {"id": cid, "spec": spec, "t": "2026-11-26 00:00:00+00:00"},
                 )
-            )
+            for cid, k, status in [
+                ("c-old", 1, "evaluating"),
+                ("c-spec", 1, "succeeded"),
+                ("c-spec", 2, "evaluating"),
+            ]:
+                conn.execute(
+                    text(
+                        "INSERT INTO rounds (campaign_id, k, teacher_steps, student_steps, "
+                        "updates, updates_done, status) VALUES (:id, :k, 4, 2, 10, 10, :status)"
+                    ),
+                    {"id": cid, "k": k, "status": status},
+                )
     finally:
         engine.dispose()
     with Store.from_url(db_url) as store:  # migrates to head
         (rnd,) = store.rounds("c-old")
         assert (rnd.status, rnd.eval_samples, rnd.eval_samples_done) == ("evaluating", 0, 0)
+        counted = [(r.eval_samples, r.eval_samples_done) for r in store.rounds("c-spec")]
+        assert counted == [(16, 16), (16, 0)]
         rnd = store.update_round("c-old", 1, eval_samples_done=5)
         assert (rnd.eval_samples, rnd.eval_samples_done) == (0, 5)
         old = store.get_campaign("c-old", team_id=None)
