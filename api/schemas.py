@@ -125,7 +125,8 @@ class RoundOut(_Out):
     updates_done: int
     eval_samples: int = Field(
         description="Samples its evaluation draws: its student's, then its DDIM teacher's at "
-        "the same steps (0 for a round made before the store counted them)."
+        "the same steps (0 when unknown: a round stored before they were counted, whose spec "
+        "does not say)."
     )
     eval_samples_done: int = Field(description="Of those, drawn so far.")
     status: RoundStatus
